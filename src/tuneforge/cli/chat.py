@@ -1,0 +1,49 @@
+"""`tuneforge chat CONFIG`: a terminal chat, or one answer per stdin line when piped."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def run_chat(config_path: Path, overrides: list[str]) -> None:
+    from tuneforge.config.load import load
+    from tuneforge.data.example import Message
+    from tuneforge.infer.hf import HFEngine
+
+    cfg, _ = load(config_path, ["do_train=false", *overrides])
+    engine = HFEngine(cfg)
+    system = cfg.data.default_system
+    if not sys.stdin.isatty():
+        for line in sys.stdin:
+            prompt = line.strip()
+            if not prompt:
+                continue
+            print(f"User: {prompt}")
+            print(f"Assistant: {engine.chat([Message('user', prompt)], system)}", flush=True)
+        return
+    print("Type a message; 'clear' resets the history, 'exit' quits.")
+    history: list[Message] = []
+    while True:
+        try:
+            prompt = input("\nUser: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if prompt == "exit":
+            return
+        if prompt == "clear":
+            history = []
+            print("history cleared")
+            continue
+        if not prompt:
+            continue
+        history.append(Message("user", prompt))
+        print("Assistant: ", end="", flush=True)
+        started, answer = time.time(), ""
+        for piece in engine.stream_chat(history, system):
+            print(piece, end="", flush=True)
+            answer += piece
+        print(f"  [{time.time() - started:.1f}s]")
+        history.append(Message("assistant", answer.strip()))

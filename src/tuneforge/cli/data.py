@@ -1,0 +1,76 @@
+"""`tuneforge data check CONFIG`: datasets + template + tokenizer, no model weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+console = Console(highlight=False)
+
+
+def _percentile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else 0
+
+
+def show_sample(tokenizer, input_ids: list[int], labels: list[int]) -> Text:
+    """Trained tokens in green, masked ones dimmed."""
+    text = Text()
+    for tid, label in zip(input_ids, labels):
+        piece = tokenizer.decode([tid])
+        text.append(piece, style="bold green" if label != -100 else "dim")
+    return text
+
+
+def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
+    from tuneforge.cli.train import note
+    from tuneforge.config.load import load
+    from tuneforge.data.dataset import build_datasets
+    from tuneforge.data.templates import get_template
+    from tuneforge.data.templates.check import compare_with_tokenizer
+    from tuneforge.model.load import load_tokenizer
+
+    cfg, notes = load(config_path, overrides + ["do_train=false"] if not cfg_has_dataset(config_path, overrides)
+                      else overrides)
+    for text in notes:
+        note(text)
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
+                            enable_thinking=cfg.data.enable_thinking)
+    stage = cfg.method.stage
+    console.print(f"template [bold]{template.name}[/] ({getattr(template.template, 'notes', '')}); "
+                  f"stop tokens {template.stop_strings()}")
+    if stage == "sft":
+        mismatch = compare_with_tokenizer(template)
+        console.print(f"[yellow]{mismatch}[/]" if mismatch else "template matches the tokenizer's chat_template"
+                      if getattr(tokenizer, "chat_template", None) else "tokenizer has no chat_template to compare")
+    data = build_datasets(cfg.data, template, stage, seed=cfg.train.seed)
+    for name, count in data.report.counts.items():
+        console.print(f"dataset [bold]{name}[/]: {count} examples")
+    if data.report.skipped:
+        console.print(f"[yellow]skipped {len(data.report.skipped)} bad records[/]; first ones:")
+        for line in data.report.skipped[:5]:
+            console.print(f"  {line}")
+    lengths = list(data.train["full_len"]) + (list(data.eval["full_len"]) if data.eval is not None else [])
+    over = sum(1 for n in lengths if n > cfg.data.cutoff_len)
+    console.print(f"samples: {len(data.train)} train" + (f", {len(data.eval)} eval" if data.eval is not None else "")
+                  + (f", {data.dropped} dropped (nothing trainable within cutoff_len)" if data.dropped else ""))
+    console.print(f"tokens per sample: p50 {_percentile(lengths, 0.5)}, p90 {_percentile(lengths, 0.9)}, "
+                  f"p99 {_percentile(lengths, 0.99)}, max {max(lengths)}; {over} exceed cutoff_len "
+                  f"{cfg.data.cutoff_len} (truncated)")
+    trained = sum(sum(1 for x in row if x != -100) for row in data.train["labels"])
+    total = sum(len(row) for row in data.train["input_ids"])
+    console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
+    for index in range(min(samples, len(data.train))):
+        row = data.train[index]
+        console.print(Text(f"\n--- sample {index} ({len(row['input_ids'])} tokens; ", style="bold")
+                      + Text("trained", style="bold green") + Text(" / ", style="bold")
+                      + Text("masked", style="dim") + Text(") ---", style="bold"))
+        console.print(show_sample(tokenizer, row["input_ids"], row["labels"]))
+
+
+def cfg_has_dataset(config_path: Path, overrides: list[str]) -> bool:
+    """data check needs no output_dir; only insist on what checking needs."""
+    return True

@@ -1,0 +1,81 @@
+"""`tuneforge` command line. Heavy libraries are imported inside commands, so --help and
+`version` start instantly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Fine-tune LLMs end to end from one LLaMA-Factory-compatible YAML file.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets and templates before training.")
+app.add_typer(data_app, name="data")
+
+CONFIG = typer.Argument(..., help="YAML config (LLaMA-Factory keys)", show_default=False)
+OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. learning_rate=1e-4", show_default=False)
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+    """tuneforge: train, chat, check data."""
+
+
+@app.command()
+def version() -> None:
+    """Print the tuneforge version."""
+    from tuneforge import __version__
+
+    print(f"tuneforge {__version__}")
+
+
+@app.command()
+def env() -> None:
+    """Versions, devices and which optional extras are installed."""
+    from tuneforge.cli.env import show_env
+
+    show_env()
+
+
+@app.command()
+def train(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """Fine-tune (stage sft or pt; lora, freeze or full) as the YAML says."""
+    from tuneforge.cli.train import run_train
+
+    run_train(config, overrides or [])
+
+
+@app.command()
+def chat(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """Chat with a model (+ adapter). Reads one prompt per line when stdin is not a terminal."""
+    from tuneforge.cli.chat import run_chat
+
+    run_chat(config, overrides or [])
+
+
+@data_app.command("check")
+def data_check(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+               samples: int = typer.Option(2, help="how many encoded samples to show")) -> None:
+    """Load every dataset, show encoded samples and length statistics; no model weights needed."""
+    from tuneforge.cli.data import run_check
+
+    run_check(config, overrides or [], samples)
+
+
+def run() -> None:
+    """Entry point: user errors print one line and exit 2 (--debug shows the traceback)."""
+    debug = "--debug" in sys.argv
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        from tuneforge.config.errors import TuneforgeError
+
+        if debug or not isinstance(exc, TuneforgeError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

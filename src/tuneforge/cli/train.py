@@ -1,0 +1,79 @@
+"""`tuneforge train CONFIG [key=value ...]`: config -> data -> model -> stage -> outputs.
+
+Everything a user can get wrong (config, output folder, tokenizer, template, every record)
+is checked before model weights load, so mistakes surface in seconds, not after GPU start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+
+
+def note(text: str) -> None:
+    console.print(f"[cyan]tuneforge[/]: {text}")
+
+
+def run_train(config_path: Path, overrides: list[str]) -> None:
+    from tuneforge.config.load import load
+    from tuneforge.data.dataset import build_datasets
+    from tuneforge.data.templates import get_template
+    from tuneforge.data.templates.check import compare_with_tokenizer
+    from tuneforge.model.adapters import apply_method, count_parameters
+    from tuneforge.model.load import choose_precision, load_model, load_tokenizer
+    from tuneforge.stages import pt, sft
+    from tuneforge.train.outputs import check_output_dir, clear_previous_run, write_run_config
+    from tuneforge.train.plot import plot_losses
+
+    cfg, notes = load(config_path, overrides)
+    for text in notes:
+        note(text)
+    resume = check_output_dir(cfg)
+    precision = choose_precision(cfg)
+    if precision.note:
+        note(precision.note)
+
+    tokenizer = load_tokenizer(cfg.model)
+    stage = cfg.method.stage
+    template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
+                            enable_thinking=cfg.data.enable_thinking)
+    if stage == "sft":
+        mismatch = compare_with_tokenizer(template)
+        if mismatch:
+            note(mismatch)
+    data = build_datasets(cfg.data, template, stage, seed=cfg.train.seed,
+                          need_eval=cfg.train.eval_strategy != "no")
+    counts = ", ".join(f"{k}: {v}" for k, v in data.report.counts.items())
+    note(f"data: {len(data.train)} training samples ({counts})"
+         + (f", {len(data.eval)} eval" if data.eval is not None else "")
+         + (" [cached]" if data.from_cache else ""))
+    if data.report.skipped:
+        note(f"skipped {len(data.report.skipped)} bad records (bad_records: skip); first: {data.report.skipped[0]}")
+    if data.dropped:
+        note(f"dropped {data.dropped} samples with no trained token left within cutoff_len {cfg.data.cutoff_len}")
+
+    model = load_model(cfg, precision)
+    model = apply_method(model, cfg.method, cfg.model)
+    trainable, total = count_parameters(model)
+    note(f"{cfg.method.finetuning_type} on {cfg.model.model_name_or_path}: trainable {trainable:,} of {total:,} "
+         f"parameters ({100 * trainable / total:.4f}%), device {precision.device}, "
+         f"{'bf16' if precision.bf16 else 'fp16' if precision.fp16 else 'fp32'}")
+
+    if cfg.train.overwrite_output_dir and not resume:
+        clear_previous_run(cfg.train.output_dir)
+    write_run_config(cfg, cfg.train.output_dir)
+    runner = {"sft": sft.run, "pt": pt.run}[stage]
+    result = runner(cfg, model, tokenizer, data, precision, resume=resume)
+    if cfg.method.plot_loss:
+        for path in plot_losses(result.log_history, cfg.train.output_dir):
+            note(f"wrote {path}")
+    losses = [e["loss"] for e in result.log_history if "loss" in e]
+    summary = f"done in {result.metrics.get('train_runtime', 0):.1f}s"
+    if losses:
+        summary += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+    if result.eval_metrics and "eval_loss" in result.eval_metrics:
+        summary += f", eval_loss {result.eval_metrics['eval_loss']:.4f}"
+    note(f"{summary}; saved to {cfg.train.output_dir}")

@@ -1,0 +1,76 @@
+"""LLaMA-Factory key names that tuneforge knows about but handles differently.
+
+Facts about its YAML vocabulary, so that its users get a precise message instead of
+"unknown key" when they bring a config over.
+"""
+
+from __future__ import annotations
+
+# Stages that exist in LLaMA-Factory and are planned here.
+STAGES_LATER = {"rm", "dpo", "kto", "ppo", "orpo", "simpo", "grpo", "rloo"}
+
+_PREF = "preference stages are planned"
+_QUANT = "quantized training is planned"
+_MM = "multimodal models are planned"
+_EXPORT = "use it with `tuneforge export` once available"
+_FAST = "the fast path (padding-free batching, fused kernels) is planned"
+_OPTIM = "alternative optimizers are planned"
+
+LF_UNSUPPORTED: dict[str, str] = {
+    # quantization
+    "quantization_bit": _QUANT, "quantization_method": _QUANT, "quantization_type": _QUANT,
+    "double_quantization": _QUANT, "quantization_device_map": _QUANT,
+    # speed / kernels
+    "use_unsloth": _FAST, "use_unsloth_gc": _FAST, "enable_liger_kernel": _FAST,
+    "packing": _FAST, "neat_packing": _FAST, "shift_attn": "S^2-attention is not planned",
+    "mixture_of_depths": "mixture-of-depths conversion is not planned",
+    "rope_scaling": "RoPE scaling is planned", "block_diag_attn": _FAST,
+    "use_reentrant_gc": "non-reentrant checkpointing is always used", "upcast_layernorm": _FAST,
+    "upcast_lmhead_output": _FAST, "train_from_scratch": "training from random weights is planned",
+    "resize_vocab": "vocabulary resizing is planned", "new_special_tokens": "adding tokens is planned",
+    "add_tokens": "adding tokens is planned", "add_special_tokens": "adding tokens is planned",
+    "moe_aux_loss_coef": "MoE auxiliary loss settings are planned",
+    # data
+    "streaming": "streaming datasets are planned", "interleave_probs": "interleaved mixing is planned",
+    "buffer_size": "streaming datasets are planned", "tool_format": "tool formats other than the template's own are planned",
+    "tokenized_path": "tuneforge caches tokenized data automatically (see overwrite_cache)",
+    "media_dir": _MM, "image_max_pixels": _MM, "image_min_pixels": _MM, "video_max_pixels": _MM,
+    "video_fps": _MM, "freeze_vision_tower": _MM, "freeze_multi_modal_projector": _MM,
+    "freeze_language_model": _MM, "eval_on_each_dataset": "per-dataset evaluation is planned",
+    # preference / RL
+    "pref_beta": _PREF, "pref_ftx": _PREF, "pref_loss": _PREF, "dpo_label_smoothing": _PREF,
+    "simpo_gamma": _PREF, "kto_chosen_weight": _PREF, "kto_rejected_weight": _PREF,
+    "ref_model": _PREF, "ref_model_adapters": _PREF, "ref_model_quantization_bit": _PREF,
+    "reward_model": _PREF, "reward_model_adapters": _PREF, "reward_model_type": _PREF,
+    "reward_model_quantization_bit": _PREF, "ppo_buffer_size": _PREF, "ppo_epochs": _PREF,
+    "ppo_score_norm": _PREF, "ppo_target": _PREF, "ppo_whiten_rewards": _PREF, "ld_alpha": _PREF,
+    # PEFT variants and optimizers
+    "pissa_init": "PiSSA init is planned", "pissa_iter": "PiSSA init is planned",
+    "pissa_convert": "PiSSA init is planned", "loraplus_lr_ratio": "LoRA+ is planned",
+    "loraplus_lr_embedding": "LoRA+ is planned", "use_llama_pro": "LLaMA Pro is planned",
+    "use_galore": _OPTIM, "use_apollo": _OPTIM, "use_badam": _OPTIM, "use_adam_mini": _OPTIM,
+    "use_muon": _OPTIM,
+    # generation-based evaluation / export / eval
+    "predict_with_generate": "prediction is planned (`tuneforge predict`)",
+    "do_predict": "prediction is planned (`tuneforge predict`)",
+    "compute_accuracy": "token accuracy metrics are planned",
+    "export_dir": _EXPORT, "export_size": _EXPORT, "export_device": _EXPORT,
+    "export_legacy_format": _EXPORT, "export_hub_model_id": _EXPORT, "export_quantization_bit": _EXPORT,
+    "task": "benchmark evaluation is planned (`tuneforge eval`)",
+    "task_dir": "benchmark evaluation is planned (`tuneforge eval`)",
+    "n_shot": "benchmark evaluation is planned (`tuneforge eval`)",
+    "use_swanlab": "the swanlab logger is planned", "ray_run_name": "Ray is not planned",
+    "early_stopping_steps": "early stopping is planned",
+}
+
+# old key -> (new key or None to drop, note to print or "")
+RENAMED: dict[str, tuple[str | None, str]] = {
+    "warmup_ratio": ("warmup_steps", ""),  # transformers 5: a float warmup_steps < 1 is a ratio
+    "no_cuda": ("use_cpu", ""),
+    "evaluation_strategy": ("eval_strategy", ""),
+    "logging_dir": (None, "is ignored: transformers 5 has no logging_dir (set TENSORBOARD_LOGGING_DIR)"),
+    "save_safetensors": (None, ""),  # always safetensors
+    "include_tokens_per_second": (None, ""),  # tokens/s is always reported
+    "group_by_length": (None, ""),  # -> train_sampling_strategy: group_by_length
+    "disable_shuffling": (None, "is ignored; use train_sampling_strategy: sequential"),
+}

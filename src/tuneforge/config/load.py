@@ -1,0 +1,200 @@
+"""YAML + `key=value` overrides -> validated RunConfig.
+
+Accepts LLaMA-Factory's flat key names. Keys the installed transformers no longer has are
+mapped onto what exists (transformers 5.x: `warmup_ratio` -> float `warmup_steps`,
+`no_cuda` -> `use_cpu`; `overwrite_output_dir` is ours). Every mistake becomes one ConfigError
+line that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGES_LATER
+from tuneforge.config.schema import SECTIONS, RunConfig
+
+# Keys every tuneforge command ignores silently: LLaMA-Factory writes them into its own YAML
+# files but they change nothing for us.
+IGNORED = {"ddp_timeout_minutes", "disable_version_check"}
+# Keys that other commands read (kept so that one YAML can serve several commands).
+GENERATE_KEYS = set(SECTIONS["generate"].model_fields)
+
+
+@functools.lru_cache(maxsize=1)
+def training_argument_fields() -> dict[str, Any]:
+    """Field name -> type of the installed transformers.TrainingArguments (imported lazily)."""
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. learning_rate=1e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected 'key: value' lines at the top level")
+    return raw
+
+
+def _coerce_training_arg(key: str, value: Any, hint: Any, where: str) -> Any:
+    """YAML 1.1 reads `1e-8` as a string; coerce numbers for TrainingArguments extras."""
+    if isinstance(value, str):
+        args = typing.get_args(hint) or (hint,)
+        for typ in (int, float):
+            if typ in args:
+                try:
+                    return typ(value)
+                except ValueError:
+                    if typ is float:
+                        raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}") from None
+    return value
+
+
+def route(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, dict[str, Any]]:
+    """Send each flat key to its section; map renamed keys; reject unknown ones."""
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    owner = {field: name for name, cls in SECTIONS.items() for field in cls.model_fields if field != "extra"}
+    flat = dict(flat)
+
+    # renamed / removed transformers keys
+    if "warmup_ratio" in flat and flat.get("warmup_steps") not in (None, 0):
+        raise ConfigError(f"{where}: set either warmup_ratio or warmup_steps, not both")
+    for old, (new, note) in RENAMED.items():
+        if old in flat:
+            value = flat.pop(old)
+            if old == "group_by_length" and value:
+                flat.setdefault("train_sampling_strategy", "group_by_length")
+                continue
+            if new is None:
+                if note and value:
+                    notes.append(f"'{old}' {note}")
+                continue
+            if old == "no_cuda":
+                value = bool(value)
+            if old == "warmup_ratio":
+                if value:
+                    flat["warmup_steps"] = float(value)
+            else:
+                flat.setdefault(new, value)
+            if note:
+                notes.append(f"'{old}' {note}")
+
+    stage = flat.get("stage")
+    if isinstance(stage, str) and stage in STAGES_LATER:
+        raise ConfigError(f"{where}: stage '{stage}' is not supported yet (supported: sft, pt)")
+
+    training_fields = None
+    for key, value in flat.items():
+        if key in owner:
+            sections[owner[key]][key] = value
+            continue
+        if key in IGNORED:
+            continue
+        if key in LF_UNSUPPORTED:
+            if value in (None, False, "none", "None", 0) and key not in ("packing", "neat_packing"):
+                continue  # switched off: harmless
+            if key in ("packing", "neat_packing") and not value:
+                continue
+            raise ConfigError(f"{where}: '{key}' is a LLaMA-Factory key tuneforge does not support yet "
+                              f"({LF_UNSUPPORTED[key]}); remove it to continue")
+        if training_fields is None:
+            training_fields = training_argument_fields()
+        if key in training_fields:
+            sections["train"].setdefault("extra", {})[key] = _coerce_training_arg(
+                key, value, training_fields[key], where)
+            continue
+        known = set(owner) | set(LF_UNSUPPORTED) | set(training_fields) | set(RENAMED)
+        guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+    return sections
+
+
+def _pydantic_message(exc: ValidationError, where: str, sections: dict[str, dict[str, Any]]) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).isdigit()]
+    key = loc[-1] if loc else "?"
+    if key in SECTIONS and len(loc) == 1:
+        key = loc[0]
+    msg = err["msg"]
+    if err["type"] == "missing":
+        return f"{where}: '{key}' is required"
+    value = err.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
+    if err["type"] == "literal_error":
+        msg = msg.replace("Input should be", "must be")
+    return f"{where}: '{key}': {msg}{shown}"
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None,
+         base: dict[str, Any] | None = None) -> tuple[RunConfig, list[str]]:
+    """Read YAML (or `base`), apply overrides, validate. Returns the config and notes to print."""
+    flat: dict[str, Any] = dict(base or {})
+    where = "config"
+    if path is not None:
+        flat.update(read_yaml(path))
+        where = str(path)
+    flat.update(parse_overrides(overrides or []))
+    notes: list[str] = []
+    sections = route(flat, where, notes)
+    try:
+        cfg = RunConfig(**{name: values for name, values in sections.items() if values or name == "model"},
+                        source=str(path) if path else None)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_message(exc, where, sections)) from None
+    _check_consistency(cfg, where)
+    return cfg, notes
+
+
+def _check_consistency(cfg: RunConfig, where: str) -> None:
+    t, d = cfg.train, cfg.data
+    if t.bf16 and t.fp16:
+        raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
+    if t.do_train and not d.dataset:
+        raise ConfigError(f"{where}: 'dataset' is required for training (a name from dataset_info.json "
+                          "or a built-in one: identity, alpaca_demo, sharegpt_demo)")
+    if t.do_train and not t.output_dir:
+        raise ConfigError(f"{where}: 'output_dir' is required for training")
+    if t.eval_strategy != "no" and not (d.val_size or d.eval_dataset):
+        raise ConfigError(f"{where}: eval_strategy is '{t.eval_strategy}' but there is nothing to evaluate "
+                          "on; set val_size or eval_dataset")
+    if cfg.method.finetuning_type != "lora" and cfg.model.adapter_name_or_path and t.do_train:
+        raise ConfigError(f"{where}: adapter_name_or_path needs finetuning_type: lora")

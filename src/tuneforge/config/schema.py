@@ -1,0 +1,210 @@
+"""The run configuration: one pydantic model per section, flat LLaMA-Factory key names as fields.
+
+Users write flat YAML (LLaMA-Factory style); `config.load` routes each key to the section that
+owns it. Field names are unique across sections so that routing is unambiguous.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def split_list(value: Any) -> list[str] | None:
+    """`a, b` / `a,b` / [a, b] -> ['a', 'b'] (LLaMA-Factory users write comma lists in YAML)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = [str(part).strip() for part in value]
+    else:
+        raise ValueError(f"expected a name or a comma-separated list, got {value!r}")
+    items = [item for item in items if item]
+    return items or None
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(Section):
+    model_name_or_path: str
+    adapter_name_or_path: list[str] | None = None
+    cache_dir: str | None = None
+    model_revision: str = "main"
+    trust_remote_code: bool = False
+    use_fast_tokenizer: bool = True
+    split_special_tokens: bool = False
+    # auto | sdpa | eager | fa2 | disabled (LLaMA-Factory's names) -> attn_implementation
+    flash_attn: Literal["auto", "sdpa", "eager", "fa2", "disabled"] = "auto"
+    # LLaMA-Factory turns checkpointing on unless told otherwise; we turn it on only when asked
+    # (it costs ~30% speed); both spellings are accepted.
+    disable_gradient_checkpointing: bool = True
+    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    model_max_length: int | None = None
+
+    @field_validator("adapter_name_or_path", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return split_list(v)
+
+
+class DataConfig(Section):
+    dataset: list[str] | None = None
+    eval_dataset: list[str] | None = None
+    dataset_dir: str = "data"
+    template: str | None = None
+    cutoff_len: int = Field(2048, gt=0)
+    max_samples: int | None = Field(None, gt=0)
+    val_size: float = Field(0.0, ge=0)
+    train_on_prompt: bool = False
+    mask_history: bool = False
+    overwrite_cache: bool = False
+    preprocessing_num_workers: int | None = Field(None, ge=1)
+    default_system: str | None = None
+    enable_thinking: bool | None = True
+    mix_strategy: Literal["concat"] = "concat"
+    # Fills {{name}} / {{author}} in the identity dataset (and any dataset that uses them).
+    identity_name: str | None = None
+    identity_author: str | None = None
+    # error: stop at the first bad record (default). skip: drop bad records, report how many.
+    bad_records: Literal["error", "skip"] = "error"
+
+    @field_validator("dataset", "eval_dataset", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return split_list(v)
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("val_size is a fraction below 1 or a whole number of samples")
+        return v
+
+
+class MethodConfig(Section):
+    stage: Literal["sft", "pt"] = "sft"
+    finetuning_type: Literal["lora", "freeze", "full"] = "lora"
+    lora_rank: int = Field(8, gt=0)
+    lora_alpha: float | None = None
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_target: list[str] = ["all"]
+    additional_target: list[str] | None = None
+    use_rslora: bool = False
+    use_dora: bool = False
+    create_new_adapter: bool = False
+    freeze_trainable_layers: int = 2
+    freeze_trainable_modules: list[str] = ["all"]
+    freeze_extra_modules: list[str] | None = None
+    plot_loss: bool = True
+
+    @field_validator("lora_target", "freeze_trainable_modules", "additional_target",
+                     "freeze_extra_modules", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return split_list(v)
+
+    @model_validator(mode="after")
+    def _alpha_default(self) -> MethodConfig:
+        if self.lora_alpha is None:
+            # LLaMA-Factory's default: alpha = 2 x rank
+            object.__setattr__(self, "lora_alpha", float(self.lora_rank * 2))
+        if self.freeze_trainable_layers == 0:
+            raise ValueError("freeze_trainable_layers must not be 0 (positive: last N layers, "
+                             "negative: first N layers)")
+        return self
+
+
+class TrainConfig(Section):
+    """The TrainingArguments a user sets. Common ones are typed here; any other
+    `transformers.TrainingArguments` field is accepted into `extra` (checked against the
+    installed transformers at load time)."""
+
+    output_dir: str | None = None
+    overwrite_output_dir: bool = False
+    do_train: bool = True
+    do_eval: bool = False
+    resume_from_checkpoint: str | bool | None = None
+    per_device_train_batch_size: int = Field(1, gt=0)
+    per_device_eval_batch_size: int = Field(1, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    num_train_epochs: float = Field(3.0, gt=0)
+    max_steps: int = -1
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: float = Field(0, ge=0)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    fp16: bool = False
+    logging_steps: float = 10
+    save_strategy: str = "steps"
+    save_steps: float = 500
+    save_total_limit: int | None = None
+    eval_strategy: str = "no"
+    eval_steps: float | None = None
+    seed: int = 42
+    report_to: list[str] | str = "none"
+    gradient_checkpointing: bool = False
+    use_cpu: bool = False
+    extra: dict[str, Any] = {}
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> Any:
+        items = split_list(v) or ["none"]
+        return items[0] if len(items) == 1 else items
+
+    @field_validator("resume_from_checkpoint", mode="before")
+    @classmethod
+    def _resume(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("true", "false", "none", "null", ""):
+            return {"true": True, "false": None, "none": None, "null": None, "": None}[v.strip().lower()]
+        return None if v is False else v
+
+
+class GenerateConfig(Section):
+    max_new_tokens: int = Field(512, gt=0)
+    do_sample: bool = True
+    temperature: float = Field(0.95, ge=0)
+    top_p: float = Field(0.7, gt=0, le=1)
+    top_k: int = Field(50, ge=0)
+    repetition_penalty: float = Field(1.0, gt=0)
+    infer_backend: Literal["huggingface", "hf"] = "huggingface"
+
+
+class RunConfig(BaseModel):
+    """Everything one command needs, validated once. Inner code receives this, never dicts."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+    source: str | None = None  # the YAML file it came from, for messages
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as flat LLaMA-Factory-style keys (written to training_args.yaml)."""
+        out: dict[str, Any] = {}
+        for section in (self.model, self.data, self.method, self.train, self.generate):
+            for key, value in section.model_dump().items():
+                if key == "extra":
+                    out.update(value)
+                else:
+                    out[key] = value
+        return out
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "method": MethodConfig,
+    "train": TrainConfig,
+    "generate": GenerateConfig,
+}

@@ -1,0 +1,61 @@
+"""Supervised encoding: prompt tokens masked with -100, answers (ending in the stop token) trained.
+
+Truncation when a conversation exceeds cutoff_len keeps both sides of every kept turn: the
+budget is shared between prompt and answer in proportion to their lengths; the prompt keeps
+its head (bos, system header) and tail (assistant header); the answer keeps its beginning.
+Turns that no longer fit are dropped (the earliest ones when mask_history is on, since only
+the last answer trains then).
+"""
+
+from __future__ import annotations
+
+from tuneforge.data.encode.tokenize import TurnIds
+
+IGNORE = -100
+
+
+def _cut_prompt(ids: list[int], keep: int) -> list[int]:
+    if keep >= len(ids):
+        return ids
+    head = keep // 2
+    return ids[:head] + ids[len(ids) - (keep - head):]
+
+
+def encode_supervised(turns: list[TurnIds], cutoff_len: int, *, train_on_prompt: bool = False,
+                      mask_history: bool = False) -> tuple[list[int], list[int]] | None:
+    """-> (input_ids, labels), or None when nothing trainable fits in cutoff_len."""
+    order = list(range(len(turns)))
+    if mask_history:
+        order.reverse()
+    budget = cutoff_len
+    kept: dict[int, tuple[list[int], list[int], list[int]]] = {}
+    for index in order:
+        turn = turns[index]
+        prompt, answer, suffix = turn.prompt, turn.answer, turn.suffix
+        need = len(prompt) + len(answer) + len(suffix)
+        if need <= budget:
+            kept[index] = (prompt, answer, suffix)
+            budget -= need
+            continue
+        if len(prompt) + len(answer) > budget:
+            total = len(prompt) + len(answer)
+            answer_keep = min(len(answer), max(budget - len(prompt), budget * len(answer) // total))
+            prompt_keep = min(len(prompt), budget - answer_keep)
+            if answer_keep <= 0 or (prompt_keep <= 0 and prompt):
+                break
+            prompt, answer = _cut_prompt(prompt, prompt_keep), answer[:answer_keep]
+        kept[index] = (prompt, answer, [])
+        break
+    input_ids: list[int] = []
+    labels: list[int] = []
+    last = max(kept) if kept else -1
+    for index in sorted(kept):
+        prompt, answer, suffix = kept[index]
+        trains = not mask_history or index == last
+        input_ids += prompt + answer + suffix
+        labels += (prompt if train_on_prompt and trains else [IGNORE] * len(prompt))
+        labels += answer if trains else [IGNORE] * len(answer)
+        labels += [IGNORE] * len(suffix)
+    if not any(label != IGNORE for label in labels):
+        return None
+    return input_ids, labels

@@ -1,0 +1,45 @@
+"""Checks shared by the format converters: every problem names its record and key."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tuneforge.config.errors import DataError
+
+
+def text_field(row: dict[str, Any], column: str | None, where: str, *, required: bool, what: str = "") -> str | None:
+    """A string column: missing/null/empty are errors when required; other types always are."""
+    if column is None:
+        return None
+    if column not in row:
+        if required:
+            raise DataError(f"'{column}' is missing{what}", source=where, key=column)
+        return None
+    value = row[column]
+    if value is None:
+        if required:
+            raise DataError(f"'{column}' is null{what}", source=where, key=column)
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"'{column}' must be a string, got {type(value).__name__}", source=where, key=column)
+    if required and not value.strip():
+        raise DataError(f"'{column}' is empty{what}", source=where, key=column)
+    return value
+
+
+def tools_field(row: dict[str, Any], column: str | None, where: str) -> str | None:
+    """Tool descriptions may be a JSON string or a JSON value; normalise to a JSON string."""
+    if column is None or row.get(column) in (None, "", []):
+        return None
+    value = row[column]
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            raise DataError(f"'{column}' is not valid JSON", source=where, key=column) from None
+        return value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    raise DataError(f"'{column}' must be a JSON string or list, got {type(value).__name__}", source=where,
+                    key=column)

@@ -1,0 +1,78 @@
+"""Registered datasets -> canonical Examples (strict by default; `bad_records: skip` drops bad ones)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneforge.config.errors import DataError
+from tuneforge.config.schema import DataConfig
+from tuneforge.data.example import Example
+from tuneforge.data.formats import alpaca, sharegpt
+from tuneforge.data.readers import read_rows
+from tuneforge.data.registry import DatasetSpec, resolve
+
+CONVERTERS = {"alpaca": alpaca.convert, "sharegpt": sharegpt.convert}
+
+
+@dataclass
+class LoadReport:
+    counts: dict[str, int] = field(default_factory=dict)  # dataset -> examples kept
+    skipped: list[str] = field(default_factory=list)  # messages of dropped records
+
+
+def fill_placeholders(value: Any, names: dict[str, str]) -> Any:
+    """Replace {{name}}/{{author}} in every string of a raw record (the identity dataset)."""
+    if isinstance(value, str):
+        for key, text in names.items():
+            value = value.replace("{{" + key + "}}", text)
+        return value
+    if isinstance(value, list):
+        return [fill_placeholders(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: fill_placeholders(v, names) for k, v in value.items()}
+    return value
+
+
+def _sample(examples: list[Example], spec: DatasetSpec, seed: int) -> list[Example]:
+    """num_samples from dataset_info: first N, or repeated draws when N exceeds the dataset."""
+    n = spec.num_samples
+    if n is None or n == len(examples):
+        return examples
+    if n < len(examples):
+        return examples[:n]
+    rng = random.Random(seed)
+    return examples + [rng.choice(examples) for _ in range(n - len(examples))]
+
+
+def load_examples(data: DataConfig, names: list[str], stage: str, *, seed: int = 42,
+                  cache_dir: str | None = None) -> tuple[list[Example], LoadReport]:
+    placeholders = {k: v for k, v in (("name", data.identity_name), ("author", data.identity_author)) if v}
+    report = LoadReport()
+    examples: list[Example] = []
+    for spec in resolve(names, data.dataset_dir):
+        if spec.ranking:
+            raise DataError(f"dataset '{spec.name}' is a preference dataset (ranking: true); preference "
+                            "stages are planned, use it with stage rm/dpo later")
+        convert = CONVERTERS[spec.formatting]
+        kept: list[Example] = []
+        for source, label, row in read_rows(spec, cache_dir):
+            where = f"{source} {label}"
+            if placeholders:
+                row = fill_placeholders(row, placeholders)
+            try:
+                kept.append(convert(row, spec, stage, where))
+            except DataError as exc:
+                if data.bad_records == "error":
+                    raise
+                report.skipped.append(str(exc))
+            if data.max_samples is not None and len(kept) >= data.max_samples:
+                break
+        if not kept:
+            raise DataError(f"dataset '{spec.name}' has no usable records"
+                            + (f" ({len(report.skipped)} bad records skipped)" if report.skipped else ""))
+        kept = _sample(kept, spec, seed)
+        report.counts[spec.name] = len(kept)
+        examples += kept
+    return examples, report

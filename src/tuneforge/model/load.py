@@ -1,0 +1,126 @@
+"""Load tokenizer and model: local folder or hub id, dtype and attention chosen for the hardware."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.schema import ModelConfig, RunConfig
+from tuneforge.model.tiny import TINY_NAME
+
+ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "eager", "disabled": "eager", "fa2": "flash_attention_2"}
+
+
+def resolve_model_path(name: str) -> str:
+    """tuneforge/tiny -> the built tiny model; local paths must exist; anything else is a hub id."""
+    if name == TINY_NAME:
+        from tuneforge.model import tiny
+
+        return str(tiny.ensure())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"model_name_or_path '{name}' is a file; give the model's folder")
+        return str(path)
+    looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep == "\\" and "\\" in name
+    if looks_local:
+        raise ConfigError(f"model_name_or_path '{name}' does not exist")
+    return name
+
+
+def _hub_error(what: str, name: str, exc: Exception) -> ConfigError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return ConfigError(f"cannot load {what} '{name}': not a local folder, and the hub "
+                       f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'} ({first})")
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(cfg.model_name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
+                                                  use_fast=cfg.use_fast_tokenizer, revision=cfg.model_revision,
+                                                  cache_dir=cfg.cache_dir, split_special_tokens=cfg.split_special_tokens)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ConfigError(f"model '{cfg.model_name_or_path}' ships its own code; set trust_remote_code: true "
+                              "if you trust it") from None
+        raise _hub_error("tokenizer", cfg.model_name_or_path, exc) from None
+    except OSError as exc:
+        raise _hub_error("tokenizer", cfg.model_name_or_path, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.model_max_length:
+        tokenizer.model_max_length = cfg.model_max_length
+    return tokenizer
+
+
+@dataclass
+class Precision:
+    """What the weights are loaded in and what Trainer's mixed precision flags are."""
+
+    load_dtype: Any  # torch.dtype
+    bf16: bool
+    fp16: bool
+    device: str  # "cuda", "mps" or "cpu"
+    note: str = ""
+
+
+def choose_precision(cfg: RunConfig) -> Precision:
+    import torch
+
+    t = cfg.train
+    if torch.cuda.is_available() and not t.use_cpu:
+        device = "cuda"
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() and not t.use_cpu:
+        device = "mps"
+    else:
+        device = "cpu"
+    if device == "cpu":
+        note = ""
+        if t.bf16 or t.fp16:
+            note = (f"no GPU: {'bf16' if t.bf16 else 'fp16'} is off, computing in fp32 "
+                    "(half precision on a CPU is several times slower)")
+        return Precision(torch.float32, False, False, device, note)
+    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    bf16, fp16 = t.bf16, t.fp16
+    if not bf16 and not fp16:  # auto
+        bf16, fp16 = bf16_ok, not bf16_ok
+    if bf16 and not bf16_ok:
+        bf16, fp16 = False, True
+    half = torch.bfloat16 if bf16 else torch.float16
+    # Adapters and frozen layers train on half-precision base weights; full fine-tuning keeps fp32
+    # master weights and lets autocast do the half-precision math.
+    load = half if cfg.method.finetuning_type in ("lora", "freeze") else torch.float32
+    return Precision(load, bf16, fp16, device)
+
+
+def load_model(cfg: RunConfig, precision: Precision, *, for_training: bool = True) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    m = cfg.model
+    path = resolve_model_path(m.model_name_or_path)
+    kwargs: dict[str, Any] = dict(dtype=precision.load_dtype, trust_remote_code=m.trust_remote_code,
+                                  revision=m.model_revision, cache_dir=m.cache_dir)
+    attn = ATTENTION[m.flash_attn]
+    if attn:
+        kwargs["attn_implementation"] = attn
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ConfigError(f"model '{m.model_name_or_path}' ships its own code; set trust_remote_code: true "
+                              "if you trust it") from None
+        raise ConfigError(f"cannot load model '{m.model_name_or_path}': {str(exc).splitlines()[0]}") from None
+    except ImportError as exc:
+        raise ConfigError(f"cannot load model '{m.model_name_or_path}': {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise _hub_error("model", m.model_name_or_path, exc) from None
+    if for_training:
+        model.config.use_cache = False
+    return model

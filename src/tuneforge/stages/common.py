@@ -1,0 +1,58 @@
+"""What the sft and pt stages share: a Trainer on padded batches, then the standard outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge.config.schema import RunConfig
+from tuneforge.data.dataset import EncodedData
+from tuneforge.model.load import Precision
+
+
+@dataclass
+class StageResult:
+    metrics: dict[str, Any]
+    eval_metrics: dict[str, Any] | None
+    log_history: list[dict[str, Any]]
+
+
+def padded_collator(tokenizer: Any, precision: Precision) -> Any:
+    """Pads input_ids with pad and labels with -100 (padding never trains)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100,
+                                  pad_to_multiple_of=8 if precision.device == "cuda" else None)
+
+
+def run_trainer(cfg: RunConfig, model: Any, tokenizer: Any, data: EncodedData, precision: Precision,
+                collator: Any, resume: str | None) -> StageResult:
+    from transformers import PrinterCallback, ProgressCallback, Trainer
+
+    from tuneforge.train.arguments import training_arguments
+    from tuneforge.train.callbacks import ConciseProgress, JsonlLogCallback
+
+    train = data.train.remove_columns([c for c in data.train.column_names if c == "full_len"])
+    evals = data.eval.remove_columns([c for c in data.eval.column_names if c == "full_len"]) if data.eval else None
+    args = training_arguments(cfg, precision, has_eval=evals is not None)
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evals, data_collator=collator,
+                      processing_class=tokenizer, callbacks=[JsonlLogCallback(args.output_dir)])
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ConciseProgress())
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics)
+    tokens = trainer.state.num_input_tokens_seen
+    if tokens and metrics.get("train_runtime"):
+        metrics["num_input_tokens_seen"] = tokens
+        metrics["train_tokens_per_second"] = round(tokens / metrics["train_runtime"], 2)
+    trainer.save_model()
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    eval_metrics = None
+    if evals is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    return StageResult(metrics, eval_metrics, trainer.state.log_history)

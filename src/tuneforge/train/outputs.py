@@ -1,0 +1,71 @@
+"""The output folder: refuse to clobber, find checkpoints to resume, write the resolved config."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.schema import RunConfig
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    path = Path(output_dir)
+    if not path.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in path.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def check_output_dir(cfg: RunConfig) -> str | None:
+    """Validate output_dir before any work; return the checkpoint to resume from (or None)."""
+    t = cfg.train
+    out = Path(t.output_dir or ".")
+    resume = t.resume_from_checkpoint
+    if resume is True:
+        found = checkpoints(out)
+        if not found:
+            raise ConfigError(f"resume_from_checkpoint is true but {out} has no checkpoint-N folder")
+        return str(found[-1])
+    if resume:
+        if not (Path(resume) / "trainer_state.json").is_file():
+            raise ConfigError(f"resume_from_checkpoint '{resume}' is not a checkpoint folder (no trainer_state.json)")
+        return str(resume)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir '{out}' is a file")
+    if out.is_dir() and any(out.iterdir()) and not t.overwrite_output_dir:
+        raise ConfigError(f"output_dir '{out}' is not empty; set overwrite_output_dir: true to write over it, or "
+                          "resume_from_checkpoint: true to continue")
+    return None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_run_config(cfg: RunConfig, output_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    path = Path(output_dir) / "training_args.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = cfg.flat()
+    data.update(extra or {})
+    write_atomic(path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def clear_previous_run(output_dir: str | Path) -> None:
+    """overwrite_output_dir: drop the old run's checkpoints and log so they cannot mix with the new one."""
+    import shutil
+
+    for path in checkpoints(output_dir):
+        shutil.rmtree(path)
+    log = Path(output_dir) / "trainer_log.jsonl"
+    if log.is_file():
+        log.unlink()
