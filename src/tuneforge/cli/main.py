@@ -64,9 +64,19 @@ def data_check(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES
     run_check(config, overrides or [], samples)
 
 
+def quiet_libraries() -> None:
+    """Library deprecation chatter (transformers' v6 renames we already follow) is not for users."""
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def run() -> None:
     """Entry point: user errors print one line and exit 2 (--debug shows the traceback)."""
     debug = "--debug" in sys.argv
+    quiet_libraries()
     try:
         app()
     except KeyboardInterrupt:

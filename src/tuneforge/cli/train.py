@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def note(text: str) -> None:

@@ -69,7 +69,10 @@ def encode_examples(examples: list[Example], template: BoundTemplate, stage: str
                     num_proc: int | None = None) -> tuple[Any, int]:
     """-> (Dataset with input_ids/labels/full_len, number of examples dropped)."""
     from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
 
+    if len(examples) < 10_000:
+        disable_progress_bar()  # instant for small sets; the bar is noise
     tokenizer = template.tokenizer
     if stage == "pt":
         blocks = encode_pretrain(tokenizer, (e.text or "" for e in examples), data.cutoff_len)

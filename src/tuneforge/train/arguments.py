@@ -24,10 +24,12 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool) 
         save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy=t.eval_strategy if has_eval else "no", eval_steps=t.eval_steps, seed=t.seed,
         report_to=t.report_to, use_cpu=t.use_cpu or precision.device == "cpu",
-        gradient_checkpointing=t.gradient_checkpointing or not cfg.model.disable_gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
         logging_first_step=True,
     )
+    if t.gradient_checkpointing or not cfg.model.disable_gradient_checkpointing:
+        # transformers 5.x renamed gradient_checkpointing to activation_checkpointing
+        kwargs["activation_checkpointing"] = True
+        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     kwargs.update(t.extra)
     return TrainingArguments(**kwargs)

@@ -1,0 +1,55 @@
+"""Shared fixtures. Tests never touch the network: the tiny model is built locally."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One fresh cache per test session: tests never depend on what an earlier run left behind.
+os.environ.setdefault("TUNEFORGE_CACHE", tempfile.mkdtemp(prefix="tuneforge-test-cache-"))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TUNEFORGE_SHARED", REPO.parent / "shared"))
+LF_DATA = SHARED / "data" / "llamafactory"
+CHAT_TEMPLATES = SHARED / "data" / "chat_templates" / "chat_templates"
+
+
+def need_shared() -> None:
+    if not LF_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED} (set TUNEFORGE_SHARED)")
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> Path:
+    from tuneforge.model import tiny
+
+    return tiny.ensure()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_path)
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, stdin: str | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m tuneforge ...` as a user would, capturing output."""
+    return subprocess.run([sys.executable, "-m", "tuneforge", *args], cwd=cwd, input=stdin, text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+def write_yaml(path: Path, **keys) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(keys, allow_unicode=True), encoding="utf-8")
+    return path
