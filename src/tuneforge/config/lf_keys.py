@@ -74,3 +74,10 @@ RENAMED: dict[str, tuple[str | None, str]] = {
     "group_by_length": (None, ""),  # -> train_sampling_strategy: group_by_length
     "disable_shuffling": (None, "is ignored; use train_sampling_strategy: sequential"),
 }
+
+# (key, value) -> what to do instead, for values LLaMA-Factory users write that we do not take
+VALUE_HINTS: dict[tuple[str, str], str] = {
+    ("finetuning_type", "qlora"): "QLoRA (lora + quantization_bit) is planned; use finetuning_type: lora for now",
+    ("finetuning_type", "oft"): "OFT is planned; use lora",
+    ("stage", "kto_pair"): _PREF,
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import functools
 import typing
 from pathlib import Path
@@ -19,8 +20,8 @@ import yaml
 from pydantic import ValidationError
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGES_LATER
-from tuneforge.config.schema import SECTIONS, RunConfig
+from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGES_LATER, VALUE_HINTS
+from tuneforge.config.schema import SECTIONS, RunConfig, TrainConfig
 
 # Keys every tuneforge command ignores silently: LLaMA-Factory writes them into its own YAML
 # files but they change nothing for us.
@@ -64,6 +65,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        # PyYAML finds an unclosed bracket or quote on a later line; say where it was opened
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start is not None and (mark is None or start.line != mark.line):
+            problem += f"; {context} that starts at line {start.line + 1}"
         raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
@@ -117,6 +122,10 @@ def route(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, dict[
             if note:
                 notes.append(f"'{old}' {note}")
 
+    for key, value in list(flat.items()):
+        if key.endswith("_strategy") and value is False:
+            flat[key] = "no"  # YAML 1.1 reads an unquoted `no` as false
+
     stage = flat.get("stage")
     if isinstance(stage, str) and stage in STAGES_LATER:
         raise ConfigError(f"{where}: stage '{stage}' is not supported yet (supported: sft, pt)")
@@ -161,7 +170,8 @@ def _pydantic_message(exc: ValidationError, where: str, sections: dict[str, dict
     shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
     if err["type"] == "literal_error":
         msg = msg.replace("Input should be", "must be")
-    return f"{where}: '{key}': {msg}{shown}"
+    hint = VALUE_HINTS.get((key, value)) if isinstance(value, str) else None
+    return f"{where}: '{key}': {msg}{shown}" + (f"; {hint}" if hint else "")
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -180,12 +190,60 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None,
                         source=str(path) if path else None)
     except ValidationError as exc:
         raise ConfigError(_pydantic_message(exc, where, sections)) from None
+    _check_training_values(cfg, where)
     _check_consistency(cfg, where)
     return cfg, notes
 
 
+def _check_training_values(cfg: RunConfig, where: str) -> None:
+    """Values transformers checks only when TrainingArguments is built (after output_dir is
+    written): enum-valued keys (lr_scheduler_type, optim, save_strategy, ...) and report_to."""
+    t = cfg.train
+    defaults = TrainConfig.model_fields
+    values = {k: getattr(t, k) for k in ("lr_scheduler_type", "save_strategy", "eval_strategy")
+              if getattr(t, k) != defaults[k].default}
+    values.update({k: v for k, v in t.extra.items() if isinstance(v, str)})
+    reporters = [t.report_to] if isinstance(t.report_to, str) else list(t.report_to)
+    reporters = [r for r in reporters if r not in ("none", "all")]
+    if not values and not reporters:
+        return  # nothing to look up: spare the transformers import
+    hints = training_argument_fields()
+    for key, value in values.items():
+        kinds = [a for a in (typing.get_args(hints.get(key)) or (hints.get(key),))
+                 if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if not kinds:
+            continue
+        allowed = [str(member.value) for member in kinds[0]]
+        if str(value) not in allowed:
+            guess = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
+            raise ConfigError(f"{where}: '{key}': unknown value {value!r}{hint} (choose from {', '.join(allowed)})")
+    if reporters:
+        from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                                 get_available_reporting_integrations)
+
+        available = get_available_reporting_integrations()
+        for name in reporters:
+            if name not in INTEGRATION_TO_CALLBACK:
+                guess = difflib.get_close_matches(name, list(INTEGRATION_TO_CALLBACK), n=1, cutoff=0.6)
+                hint = f"; did you mean '{guess[0]}'?" if guess else ""
+                raise ConfigError(f"{where}: 'report_to': unknown logger {name!r}{hint} (choose from none, all, "
+                                  f"{', '.join(INTEGRATION_TO_CALLBACK)})")
+            if name not in available:
+                raise ConfigError(f"{where}: 'report_to' {name!r} needs the {name} package; `pip install {name}` "
+                                  "or set report_to: none")
+
+
 def _check_consistency(cfg: RunConfig, where: str) -> None:
     t, d = cfg.train, cfg.data
+    if d.template is not None:
+        from tuneforge.data.templates import template_names
+
+        if d.template not in template_names():
+            guess = difflib.get_close_matches(d.template, template_names(), n=1, cutoff=0.5)
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
+            raise ConfigError(f"{where}: 'template': unknown template '{d.template}'{hint} "
+                              f"(known: {', '.join(template_names())})")
     if t.bf16 and t.fp16:
         raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
     if t.do_train and not d.dataset:

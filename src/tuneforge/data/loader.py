@@ -57,7 +57,9 @@ def load_examples(data: DataConfig, names: list[str], stage: str, *, seed: int =
                             "stages are planned, use it with stage rm/dpo later")
         convert = CONVERTERS[spec.formatting]
         kept: list[Example] = []
+        seen = bad = 0
         for source, label, row in read_rows(spec, cache_dir):
+            seen += 1
             where = f"{source} {label}"
             if placeholders:
                 row = fill_placeholders(row, placeholders)
@@ -66,12 +68,17 @@ def load_examples(data: DataConfig, names: list[str], stage: str, *, seed: int =
             except DataError as exc:
                 if data.bad_records == "error":
                     raise
+                bad += 1
                 report.skipped.append(str(exc))
             if data.max_samples is not None and len(kept) >= data.max_samples:
                 break
         if not kept:
-            raise DataError(f"dataset '{spec.name}' has no usable records"
-                            + (f" ({len(report.skipped)} bad records skipped)" if report.skipped else ""))
+            origin = spec.path if spec.load_from == "file" else f"{spec.load_from}:{spec.path}"
+            if not seen:
+                raise DataError(f"dataset '{spec.name}' has no records (an empty file or list); add records or "
+                                "remove it from 'dataset'", source=origin)
+            raise DataError(f"dataset '{spec.name}' has no usable records: all {bad} were bad and skipped "
+                            f"(bad_records: skip); the first: {report.skipped[-bad]}", source=origin)
         kept = _sample(kept, spec, seed)
         report.counts[spec.name] = len(kept)
         examples += kept

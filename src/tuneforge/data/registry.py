@@ -74,6 +74,10 @@ def _spec(name: str, entry: Any, base_dir: Path, info_file: Path, builtin: bool)
         formatting, tags = "sharegpt", {**OPENAI_TAGS, **tags}
     if formatting not in ("alpaca", "sharegpt"):
         raise DataError(f"'formatting' must be alpaca or sharegpt, got {formatting!r}", source=where)
+    num_samples = entry.get("num_samples")
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                                    or num_samples < 1):
+        raise DataError(f"'num_samples' must be a whole number above 0, got {num_samples!r}", source=where)
     columns = entry.get("columns") or {}
     if not isinstance(columns, dict) or not isinstance(tags, dict):
         raise DataError("'columns' and 'tags' must be objects", source=where)
@@ -86,7 +90,7 @@ def _spec(name: str, entry: Any, base_dir: Path, info_file: Path, builtin: bool)
             raise DataError(f"unknown tag '{key}' in 'tags' (known: {', '.join(sorted(TAG_NAMES))})", source=where)
     common = dict(formatting=formatting, ranking=bool(entry.get("ranking", False)), subset=entry.get("subset"),
                   split=entry.get("split", "train"), folder=entry.get("folder"),
-                  num_samples=entry.get("num_samples"), columns=dict(columns), tags=tags, builtin=builtin,
+                  num_samples=num_samples, columns=dict(columns), tags=tags, builtin=builtin,
                   info_file=str(info_file))
     if entry.get("file_name"):
         return DatasetSpec(name, "file", str(base_dir / entry["file_name"]), **common)

@@ -24,6 +24,9 @@ def resolve_model_path(name: str) -> str:
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"model_name_or_path '{name}' is a file; give the model's folder")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model_name_or_path '{name}' is a folder without config.json, not a saved model; "
+                              "give the folder save_pretrained wrote, or a hub id")
         return str(path)
     looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep == "\\" and "\\" in name
     if looks_local:
@@ -33,6 +36,8 @@ def resolve_model_path(name: str) -> str:
 
 def _hub_error(what: str, name: str, exc: Exception) -> ConfigError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if Path(name).expanduser().is_dir():
+        return ConfigError(f"cannot load {what} from model_name_or_path '{name}' ({first})")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     return ConfigError(f"cannot load {what} '{name}': not a local folder, and the hub "
                        f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'} ({first})")

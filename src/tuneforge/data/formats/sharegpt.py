@@ -33,6 +33,9 @@ def convert(row: dict[str, Any], spec: DatasetSpec, stage: str, where: str) -> E
         role, text = turn.get(role_tag), turn.get(content_tag)
         if role is None:
             raise DataError(f"message {index} has no '{role_tag}'", source=where, key=col)
+        if not isinstance(role, str):
+            raise DataError(f"message {index} '{role_tag}' must be a string, got {type(role).__name__}",
+                            source=where, key=col)
         if text is None:
             raise DataError(f"message {index} ('{role}') has a null or missing '{content_tag}'", source=where, key=col)
         if not isinstance(text, str):
@@ -40,30 +43,40 @@ def convert(row: dict[str, Any], spec: DatasetSpec, stage: str, where: str) -> E
                             source=where, key=col)
         return role, text
 
+    first = 0  # messages are numbered as they appear in the record, system prompt included
     if isinstance(turns[0], dict) and turns[0].get(role_tag) == system_tag and system_tag:
         system = content(turns[0], 0)[1]
-        turns = turns[1:]
+        first = 1
     if stage == "pt":
-        texts = [content(t, i)[1] for i, t in enumerate(turns)]
+        texts = [content(t, i)[1] for i, t in enumerate(turns) if i >= first]
         return Example(text="\n".join(texts), source=where)
 
     messages = []
-    for index, turn in enumerate(turns):
-        role, text = content(turn, index)
+    asks = [k for k, v in roles.items() if v in ("user", "observation")]
+    answers = [k for k, v in roles.items() if v in ("assistant", "function")]
+    for index in range(first, len(turns)):
+        role, text = content(turns[index], index)
+        if role == system_tag and system_tag:
+            raise DataError(f"message {index} is a '{role}' message; only the first message may be the system "
+                            "prompt", source=where, key=col)
         if role not in roles:
             raise DataError(f"message {index} has unknown role '{role}' (expected one of "
                             f"{', '.join(map(repr, roles))} as set by 'tags')", source=where, key=col)
         ours = roles[role]
-        expected = ("user", "observation") if index % 2 == 0 else ("assistant", "function")
-        if ours not in expected:
-            names = [k for k, v in roles.items() if v in expected]
-            raise DataError(f"message {index} is '{role}' but position {index + 1} must be "
-                            f"{' or '.join(map(repr, names))} (turns out of order)", source=where, key=col)
+        position = index - first  # 0, 2, 4...: user side; 1, 3, 5...: assistant side
+        expected = asks if position % 2 == 0 else answers
+        if role not in expected:
+            raise DataError(f"message {index} is '{role}' where a {' or '.join(map(repr, expected))} turn must come "
+                            f"(turns out of order: {'/'.join(asks[:1] + answers[:1])} alternate, "
+                            f"starting with {asks[0]!r})", source=where, key=col)
         if ours in ("assistant", "function") and not text.strip():
             raise DataError(f"message {index} ('{role}') is an empty answer", source=where, key=col)
         messages.append(Message(ours, text))
+    if not messages:
+        raise DataError("has a system prompt but no conversation", source=where, key=col)
     if len(messages) % 2 != 0:
-        raise DataError("the conversation must end with an assistant (or function_call) turn", source=where,
+        raise DataError(f"the conversation ends with message {len(turns) - 1} ('{turns[-1].get(role_tag)}'); it "
+                        f"must end with a {' or '.join(map(repr, answers))} turn to train on", source=where,
                         key=col)
     return Example(messages=messages, system=system or None, tools=tools_field(row, spec.column("tools"), where),
                    source=where)

@@ -37,7 +37,8 @@ _add(Template(name="qwen3", thinking="qwen3",
               notes="Qwen3 hybrid-thinking models: the final answer carries a <think> block "
                     "(empty when the data has none; with enable_thinking: false it goes in the prompt)",
               **_QWEN))
-_add(Template(name="chatml", prefix="{bos}", user=_CHATML_USER, assistant="{content}<|im_end|>", suffix="\n",
+_add(Template(name="chatml", prefix="{bos}", user=_CHATML_USER, assistant="{content}<|im_end|>",
+              function="{content}<|im_end|>", suffix="\n",
               system="<|im_start|>system\n{content}<|im_end|>\n", stop_words=("<|im_end|>",), strip=True,
               tools_system=generic_tools_system, notes="generic chatml (trims messages)"))
 _add(Template(name="llama3", prefix="{bos}", strip=True, stop_words=("<|eot_id|>",),
@@ -78,8 +79,10 @@ _add(Template(name="glm4", prefix="[gMASK]<sop>", system="<|system|>\n{content}"
 _add(Template(name="alpaca", prefix="{bos}", system="{content}\n\n", user="### Instruction:\n{content}\n\n### Response:\n",
               assistant="{content}{eos}", function="{content}{eos}", suffix="\n\n", stop_words=("{eos}",), strip=True,
               tools_system=generic_tools_system, notes="Stanford Alpaca prompt format"))
-_add(Template(name="default", prefix="{bos}", system="System: {content}\n", user="Human: {content}\nAssistant: ",
-              assistant="{content}{eos}", function="{content}{eos}", suffix="\n", stop_words=("{eos}",),
+# The space after "Assistant:" belongs to the answer: BPE tokenizers merge it into the answer's
+# first word (" The"), so a prompt ending in a space would own, and never train, that token.
+_add(Template(name="default", prefix="{bos}", system="System: {content}\n", user="Human: {content}\nAssistant:",
+              assistant=" {content}{eos}", function=" {content}{eos}", suffix="\n", stop_words=("{eos}",),
               tools_system=generic_tools_system, notes="plain Human/Assistant format for base models"))
 _add(Template(name="empty", prefix="{bos}", user="{content}", assistant="{content}{eos}", function="{content}{eos}",
               stop_words=("{eos}",), notes="no formatting: prompt and answer concatenated"))

@@ -25,8 +25,10 @@ def compare_with_tokenizer(bound: BoundTemplate) -> str | None:
         return None
     for probe in PROBES:
         ours = bound.render_text(probe)
-        system = probe.system if probe.system is not None else (
-            bound.default_system if bound.default_system is not None else bound.template.default_system)
+        # Only the user's configured default_system is given to the tokenizer's template: the
+        # template's own default (Qwen's "You are Qwen...") must come from the tokenizer's
+        # template too, or it is a difference worth reporting.
+        system = probe.system if probe.system is not None else bound.default_system
         try:
             theirs = tok.apply_chat_template(hf_messages(probe, system or None), tokenize=False)
         except Exception:  # noqa: BLE001 - a template that cannot render this probe says nothing useful
