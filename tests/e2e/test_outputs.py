@@ -66,3 +66,18 @@ def test_demo_flow_through_the_cli(tmp_path):
     assert chat.returncode == 0, chat.stderr[-3000:]
     replies = [line for line in chat.stdout.splitlines() if line.startswith("Assistant:")]
     assert len(replies) == 2 and all("Forge" in r for r in replies), chat.stdout
+
+
+@pytest.mark.slow
+def test_chinese_paths_data_and_names(tmp_path):
+    data_dir = tmp_path / "数据"
+    data_dir.mkdir()
+    rows = [{"instruction": "你是谁？", "input": "", "output": "我是{{name}}，由{{author}}开发。"}] * 8
+    (data_dir / "身份.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    (data_dir / "dataset_info.json").write_text(json.dumps({"身份": {"file_name": "身份.json"}}, ensure_ascii=False),
+                                                encoding="utf-8")
+    out = train(tmp_path, dataset="身份", dataset_dir=str(data_dir), identity_name="小锻", identity_author="锻造实验室",
+                output_dir=tmp_path / "输出" / "模型", max_steps=2, logging_steps=1)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "training_loss.png").is_file()
+    resolved = yaml.safe_load((out / "training_args.yaml").read_text(encoding="utf-8"))
+    assert resolved["identity_name"] == "小锻" and resolved["dataset"] == ["身份"]

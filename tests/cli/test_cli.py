@@ -1,0 +1,53 @@
+"""The command line as users meet it: fast start, env report, data check."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+
+from conftest import REPO, run_cli
+
+
+def test_version_and_help_start_fast():
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "tuneforge", "version"], capture_output=True, text=True)
+        timings.append(time.perf_counter() - start)
+        assert result.returncode == 0 and result.stdout.startswith("tuneforge ")
+    assert statistics.median(timings) < 0.5, timings
+    helped = run_cli("--help")
+    assert helped.returncode == 0 and "train" in helped.stdout and "data" in helped.stdout
+    # the fast path must not import the heavy libraries
+    probe = subprocess.run([sys.executable, "-c", "import sys, tuneforge.cli.main; "
+                            "print(any(m in sys.modules for m in ('torch', 'transformers', 'datasets')))"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "False"
+
+
+def test_env_lists_versions_devices_and_extras():
+    result = run_cli("env")
+    assert result.returncode == 0
+    for word in ("transformers", "peft", "trl", "torch", "device", "extra liger"):
+        assert word in result.stdout
+
+
+def test_data_check_shows_samples_and_lengths(tmp_path):
+    result = run_cli("data", "check", str(REPO / "examples" / "demo" / "identity_lora.yaml"), "cutoff_len=24",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "template qwen3_nothink" in out and "matches the tokenizer's chat_template" in out
+    assert "dataset identity: 80 examples" in out
+    assert "p50" in out and "p99" in out and "exceed cutoff_len 24" in out
+    assert "--- sample 0" in out and "--- sample 1" in out and "Forge" in out
+    assert not (tmp_path / "saves").exists()  # checking writes nothing
+
+
+def test_data_check_warns_on_template_mismatch(tmp_path):
+    result = run_cli("data", "check", str(REPO / "examples" / "demo" / "identity_lora.yaml"), "template=qwen",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "renders differently from the tokenizer's own chat_template" in result.stdout
