@@ -2,14 +2,18 @@
 (`error: <file> record N: ...` naming file, record and key), exit code 2, no traceback, and
 nothing written to output_dir. `--debug` shows the traceback instead.
 
-Every case is a separate `python -m tuneforge` process (~5 s each, mostly imports), so the
-module runs them all at once in a small thread pool and each test checks its own result.
+Every case in CASES is a separate `python -m tuneforge` process (~4 s of CPU each, nearly all
+imports), so the module runs them all at once in a small thread pool and each test checks its
+own result. MORE_CASES go through the same entry point function inside this process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +69,6 @@ CASES = [
     Case("empty_file", ("bad.json", "'bad'", "no records"), data=[]),
     Case("all_records_bad_skipped", ("bad.json", "'bad'", "all 2 were bad", "record 0: 'output' is missing"),
          config={"bad_records": "skip"}, data=[{"instruction": "a"}, {"instruction": "b", "output": None}]),
-    Case("num_samples_zero", ("dataset_info.json", "'bad'", "'num_samples'", "0"),
-         config={"dataset": "bad"}, info=json.dumps({"bad": {"file_name": "good.json", "num_samples": 0}})),
     # -- alpaca records -----------------------------------------------------------------
     Case("alpaca_missing_output", ("bad.json record 3", "'output' is missing"),
          data=alpaca({"instruction": "no answer"})),
@@ -79,18 +81,9 @@ CASES = [
     Case("alpaca_history_not_pairs", ("bad.json record 3", "'history'", "turn 0", "pair"),
          data=alpaca({"instruction": "q", "output": "a", "history": [["only one"]]}),
          entry={"columns": {"history": "history"}}),
-    Case("alpaca_history_not_list", ("bad.json record 3", "'history'", "list"),
-         data=alpaca({"instruction": "q", "output": "a", "history": "earlier chat"}),
-         entry={"columns": {"history": "history"}}),
-    Case("alpaca_record_not_object", ("bad.jsonl line 2", "object"), file="bad.jsonl",
-         data='{"instruction": "a", "output": "b"}\n["a", "b"]\n'),
     # -- sharegpt records ---------------------------------------------------------------
     Case("sharegpt_gpt_first", ("bad.json record 1", "'conversations'", "message 0", "'gpt'", "out of order"),
          formatting="sharegpt", data=sharegpt([CONVO[1], CONVO[0]])),
-    Case("sharegpt_system_then_gpt", ("bad.json record 1", "'conversations'", "message 1 is 'gpt'", "out of order"),
-         formatting="sharegpt", data=sharegpt([{"from": "system", "value": "Be brief."}, CONVO[1], CONVO[0]])),
-    Case("sharegpt_system_in_middle", ("bad.json record 1", "message 2", "'system'", "only the first message"),
-         formatting="sharegpt", data=sharegpt(CONVO + [{"from": "system", "value": "Be brief."}] + CONVO)),
     Case("sharegpt_ends_on_human", ("bad.json record 1", "'conversations'", "ends with message 2 ('human')",
                                     "must end with a 'gpt'"),
          formatting="sharegpt", data=sharegpt(CONVO + [{"from": "human", "value": "And?"}])),
@@ -104,8 +97,6 @@ CASES = [
     Case("cutoff_len_too_small", ("cutoff_len 1", "too small", "good", "raise cutoff_len"), config={"cutoff_len": 1}),
     Case("model_path_missing", ("model_name_or_path", "./no/such/model", "does not exist"),
          config={"model_name_or_path": "./no/such/model"}),
-    Case("model_folder_not_a_model", ("model_name_or_path", "./emptymodel", "config.json"),
-         config={"model_name_or_path": "./emptymodel"}, prepare=lambda d: (d / "emptymodel").mkdir()),
     Case("misspelt_key", ("train.yaml", "unknown key 'learning_rat'", "did you mean 'learning_rate'"),
          config={"learning_rat": 1e-4}),
     Case("lf_key_unsupported", ("train.yaml", "'quantization_bit'", "not support"), config={"quantization_bit": 4}),
@@ -113,19 +104,10 @@ CASES = [
     Case("negative_lora_rank", ("train.yaml", "'lora_rank'", "greater than 0", "-1"), config={"lora_rank": -1}),
     Case("finetuning_type_qlora", ("train.yaml", "'finetuning_type'", "'qlora'", "lora"),
          config={"finetuning_type": "qlora"}),
-    Case("wrong_value_type", ("train.yaml", "'learning_rate'", "'fast'"), config={"learning_rate": "fast"}),
-    Case("lr_scheduler_typo", ("train.yaml", "'lr_scheduler_type'", "'cosinee'", "did you mean 'cosine'"),
-         config={"lr_scheduler_type": "cosinee"}),
-    Case("optim_unknown", ("train.yaml", "'optim'", "'adamw_foo'", "adamw_torch"), config={"optim": "adamw_foo"}),
-    Case("report_to_typo", ("train.yaml", "'report_to'", "'wandbb'", "did you mean 'wandb'"),
-         config={"report_to": "wandbb"}),
     Case("lora_target_missing", ("lora_target", "nonexistent_proj"), config={"lora_target": "nonexistent_proj"}),
     Case("resume_without_checkpoint", ("resume_from_checkpoint", "checkpoint"),
          config={"resume_from_checkpoint": True}),
-    Case("resume_from_missing_folder", ("resume_from_checkpoint", "no/such/checkpoint-9"),
-         config={"resume_from_checkpoint": "no/such/checkpoint-9"}),
     Case("override_not_key_value", ("override 'learning_rate'", "key=value"), args=("learning_rate",)),
-    Case("override_unknown_key", ("unknown key 'lora_rnak'", "did you mean 'lora_rank'"), args=("lora_rnak=4",)),
     Case("yaml_syntax_error", ("train.yaml", "line 4", "not valid YAML", "starts at line 3"),
          prepare=lambda d: (d / "train.yaml").write_text(
              "model_name_or_path: tuneforge/tiny\ntemplate: qwen3_nothink\ndataset: [good\ncutoff_len: 64\n"
@@ -137,6 +119,42 @@ CASES = [
     # -- data check shares the messages ---------------------------------------------------
     Case("data_check_bad_record", ("bad.json record 3", "'output' is null"), command=("data", "check"),
          data=alpaca({"instruction": "null answer", "output": None})),
+]
+
+# More mistakes, checked through the same entry point (`tuneforge.cli.main.run`) inside this
+# process: each costs milliseconds instead of a fresh interpreter importing torch.
+MORE_CASES = [
+    Case("num_samples_zero", ("dataset_info.json", "'bad'", "'num_samples'", "0"),
+         config={"dataset": "bad"}, info=json.dumps({"bad": {"file_name": "good.json", "num_samples": 0}})),
+    Case("alpaca_history_not_list", ("bad.json record 3", "'history'", "list"),
+         data=alpaca({"instruction": "q", "output": "a", "history": "earlier chat"}),
+         entry={"columns": {"history": "history"}}),
+    Case("alpaca_record_not_object", ("bad.jsonl line 2", "object"), file="bad.jsonl",
+         data='{"instruction": "a", "output": "b"}\n["a", "b"]\n'),
+    Case("sharegpt_system_then_gpt", ("bad.json record 1", "'conversations'", "message 1 is 'gpt'", "out of order"),
+         formatting="sharegpt", data=sharegpt([{"from": "system", "value": "Be brief."}, CONVO[1], CONVO[0]])),
+    Case("sharegpt_system_in_middle", ("bad.json record 1", "message 2", "'system'", "only the first message"),
+         formatting="sharegpt", data=sharegpt(CONVO + [{"from": "system", "value": "Be brief."}] + CONVO)),
+    Case("model_folder_not_a_model", ("model_name_or_path", "./emptymodel", "config.json"),
+         config={"model_name_or_path": "./emptymodel"}, prepare=lambda d: (d / "emptymodel").mkdir()),
+    Case("wrong_value_type", ("train.yaml", "'learning_rate'", "'fast'"), config={"learning_rate": "fast"}),
+    Case("lr_scheduler_typo", ("train.yaml", "'lr_scheduler_type'", "'cosinee'", "did you mean 'cosine'"),
+         config={"lr_scheduler_type": "cosinee"}),
+    Case("optim_unknown", ("train.yaml", "'optim'", "'adamw_foo'", "adamw_torch"), config={"optim": "adamw_foo"}),
+    Case("report_to_typo", ("train.yaml", "'report_to'", "'wandbb'", "did you mean 'wandb'"),
+         config={"report_to": "wandbb"}),
+    Case("resume_from_missing_folder", ("resume_from_checkpoint", "no/such/checkpoint-9"),
+         config={"resume_from_checkpoint": "no/such/checkpoint-9"}),
+    Case("override_unknown_key", ("unknown key 'lora_rnak'", "did you mean 'lora_rank'"), args=("lora_rnak=4",)),
+    Case("eval_strategy_unknown", ("train.yaml", "'eval_strategy'", "'sometimes'"),
+         config={"eval_strategy": "sometimes", "val_size": 1}),
+    Case("output_dir_is_a_file", ("output_dir", "is a file"), prepare=lambda d: (d / "out").write_text("x")),
+    Case("config_file_missing", ("train.yaml", "does not exist"), prepare=lambda d: (d / "train.yaml").unlink()),
+    Case("data_not_utf8", ("bad.json", "UTF-8"), data=b'[{"instruction": "caf\xe9", "output": "x"}]'),
+    Case("csv_missing_column", ("bad.csv line 2", "'output' is missing"), file="bad.csv",
+         data="instruction,answer\nhi,there\n"),
+    Case("dataset_info_bad_formatting", ("dataset_info.json", "dataset 'bad'", "'formatting'", "'chat'"),
+         formatting="chat", data=GOOD),
 ]
 
 
@@ -166,25 +184,27 @@ def setup_case(case: Case, folder: Path) -> tuple[list[str], Path]:
 def snapshot(path: Path) -> dict[str, bytes] | None:
     if not path.exists():
         return None
+    if path.is_file():
+        return {"": path.read_bytes()}
     return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(path.rglob("*"))}
 
 
 @dataclass
 class Run:
-    result: Any  # subprocess.CompletedProcess
+    result: subprocess.CompletedProcess
     out: Path
     before: dict[str, bytes] | None
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_path, tmp_path_factory) -> dict[str, Run]:
-    """Run every case (plus the skip and --debug runs) concurrently; tiny model built first."""
+    """Run every CLI case (plus the skip and --debug runs) concurrently; tiny model built first."""
     jobs: dict[str, tuple[list[str], Path, Path]] = {}
     for case in CASES:
         folder = tmp_path_factory.mktemp(case.name)
         args, out = setup_case(case, folder)
         jobs[case.name] = (args, out, folder)
-    # bad_records: skip drops the two bad records and trains on the rest
+    # bad_records: skip drops the two bad records and trains on the three good ones
     folder = tmp_path_factory.mktemp("skip")
     args, out = setup_case(Case("skip", (), config={"bad_records": "skip"},
                                 data=alpaca({"instruction": "x", "output": None}, {"instruction": 7, "output": "y"})),
@@ -196,15 +216,31 @@ def runs(tiny_path, tmp_path_factory) -> dict[str, Run]:
     jobs["debug"] = (["--debug", *args], out, folder)
 
     befores = {name: snapshot(out) for name, (_, out, _) in jobs.items()}
-    with ThreadPoolExecutor(max_workers=max(2, min(4, (os.cpu_count() or 2) + 1))) as pool:
+    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 1) as pool:
         futures = {name: pool.submit(run_cli, *args, cwd=folder, timeout=300)
                    for name, (args, out, folder) in jobs.items()}
         return {name: Run(future.result(), jobs[name][1], befores[name]) for name, future in futures.items()}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_one_clear_line(runs, case: Case):
-    run = runs[case.name]
+def run_in_process(args: list[str], cwd: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """`tuneforge ARGS` through the console-script entry point, in this process."""
+    from tuneforge.cli.main import run
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["tuneforge", *args])
+    code = 0
+    try:
+        run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # what the interpreter would print for an escaped exception
+        traceback.print_exc()
+        code = 1
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def assert_one_clear_line(run: Run, needles: tuple[str, ...]) -> None:
     stderr = run.result.stderr
     context = f"\n--- stderr ---\n{stderr}\n--- stdout ---\n{run.result.stdout[-2000:]}"
     assert "Traceback" not in stderr, context
@@ -212,14 +248,27 @@ def test_bad_input_is_one_clear_line(runs, case: Case):
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("error: "), context
     assert sum(line.startswith("error:") for line in lines) == 1, context
-    for needle in case.needles:
+    for needle in needles:
         assert needle in lines[-1], f"{needle!r} not in the error line{context}"
     assert snapshot(run.out) == run.before, f"output_dir changed{context}"
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_clear_line(runs, case: Case):
+    assert_one_clear_line(runs[case.name], case.needles)
+
+
+@pytest.mark.parametrize("case", MORE_CASES, ids=[c.name for c in MORE_CASES])
+def test_more_bad_input_in_process(tiny_path, tmp_path, monkeypatch, capsys, case: Case):
+    args, out = setup_case(case, tmp_path)
+    before = snapshot(out)
+    assert_one_clear_line(Run(run_in_process(args, tmp_path, monkeypatch, capsys), out, before), case.needles)
+
+
 def test_output_dir_not_empty_left_untouched(runs):
     run = runs["output_dir_not_empty"]
-    assert run.before is not None and "keep.txt" in run.before
+    assert run.before is not None and run.before["keep.txt"] == b"precious"
+    assert "checkpoint-5/trainer_state.json" in run.before
     assert snapshot(run.out) == run.before
 
 
@@ -227,8 +276,8 @@ def test_bad_records_skip_trains_and_reports(runs):
     run = runs["skip"]
     assert run.result.returncode == 0, run.result.stderr
     assert "skipped 2 bad records" in run.result.stderr
-    assert "'output' is null" in run.result.stderr  # the first skipped record is shown
-    assert "good: 3" not in run.result.stderr and "bad: 3" in run.result.stderr
+    assert "bad.json record 3: 'output' is null" in run.result.stderr  # the first skipped one is shown
+    assert "bad: 3" in run.result.stderr  # three good records kept
     assert (run.out / "adapter_model.safetensors").is_file()
 
 
@@ -240,6 +289,6 @@ def test_debug_shows_traceback(runs):
     assert not run.out.exists()
 
 
-def test_every_case_name_is_unique():
-    names = [c.name for c in CASES]
-    assert len(names) == len(set(names)) and len(names) >= 20
+def test_case_names_are_unique():
+    names = [c.name for c in CASES + MORE_CASES]
+    assert len(names) == len(set(names)) and len(CASES) >= 20

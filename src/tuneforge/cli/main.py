@@ -75,7 +75,9 @@ def quiet_libraries() -> None:
 
 def run() -> None:
     """Entry point: user errors print one line and exit 2 (--debug shows the traceback)."""
-    debug = "--debug" in sys.argv
+    debug = "--debug" in sys.argv[1:]
+    if debug:  # accept --debug anywhere on the line: move it to where typer expects global options
+        sys.argv = [sys.argv[0], "--debug"] + [a for a in sys.argv[1:] if a != "--debug"]
     quiet_libraries()
     try:
         app()

@@ -25,6 +25,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.model.adapters import apply_method, count_parameters
     from tuneforge.model.load import choose_precision, load_model, load_tokenizer
     from tuneforge.stages import pt, sft
+    from tuneforge.train.arguments import training_arguments
     from tuneforge.train.outputs import check_output_dir, clear_previous_run, write_run_config
     from tuneforge.train.plot import plot_losses
 
@@ -35,6 +36,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     precision = choose_precision(cfg)
     if precision.note:
         note(precision.note)
+    args = training_arguments(cfg, precision, has_eval=bool(cfg.data.val_size or cfg.data.eval_dataset))
 
     tokenizer = load_tokenizer(cfg.model)
     stage = cfg.method.stage
@@ -66,7 +68,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         clear_previous_run(cfg.train.output_dir)
     write_run_config(cfg, cfg.train.output_dir)
     runner = {"sft": sft.run, "pt": pt.run}[stage]
-    result = runner(cfg, model, tokenizer, data, precision, resume=resume)
+    result = runner(args, model, tokenizer, data, precision, resume=resume)
     if cfg.method.plot_loss:
         for path in plot_losses(result.log_history, cfg.train.output_dir):
             note(f"wrote {path}")

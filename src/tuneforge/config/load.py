@@ -21,11 +21,19 @@ from pydantic import ValidationError
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGES_LATER, VALUE_HINTS
-from tuneforge.config.schema import SECTIONS, RunConfig, TrainConfig
+from tuneforge.config.schema import SECTIONS, RunConfig
 
 # Keys every tuneforge command ignores silently: LLaMA-Factory writes them into its own YAML
 # files but they change nothing for us.
 IGNORED = {"ddp_timeout_minutes", "disable_version_check"}
+# Values of TrainingArguments' enum-typed keys that every supported transformers accepts; any
+# other value is checked against the installed transformers.
+COMMON_VALUES = {
+    "lr_scheduler_type": {"linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                          "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr"},
+    "save_strategy": {"no", "steps", "epoch"},
+    "eval_strategy": {"no", "steps", "epoch"},
+}
 # Keys that other commands read (kept so that one YAML can serve several commands).
 GENERATE_KEYS = set(SECTIONS["generate"].model_fields)
 
@@ -199,14 +207,14 @@ def _check_training_values(cfg: RunConfig, where: str) -> None:
     """Values transformers checks only when TrainingArguments is built (after output_dir is
     written): enum-valued keys (lr_scheduler_type, optim, save_strategy, ...) and report_to."""
     t = cfg.train
-    defaults = TrainConfig.model_fields
-    values = {k: getattr(t, k) for k in ("lr_scheduler_type", "save_strategy", "eval_strategy")
-              if getattr(t, k) != defaults[k].default}
-    values.update({k: v for k, v in t.extra.items() if isinstance(v, str)})
+    # Everyday values are taken as they are: importing TrainingArguments costs seconds, and a
+    # config or data mistake should still be reported at once.
+    values = {k: getattr(t, k) for k in COMMON_VALUES if getattr(t, k) not in COMMON_VALUES[k]}
+    values.update({k: v for k, v in t.extra.items() if isinstance(v, str)})  # route() imported it already
     reporters = [t.report_to] if isinstance(t.report_to, str) else list(t.report_to)
     reporters = [r for r in reporters if r not in ("none", "all")]
     if not values and not reporters:
-        return  # nothing to look up: spare the transformers import
+        return
     hints = training_argument_fields()
     for key, value in values.items():
         kinds = [a for a in (typing.get_args(hints.get(key)) or (hints.get(key),))

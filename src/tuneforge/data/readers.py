@@ -47,7 +47,7 @@ def _jsonl(path: Path) -> Iterator[Row]:
             try:
                 yield f"line {lineno}", json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON at column {exc.colno}: {exc.msg}",
+                raise DataError(f"not valid JSON at column {exc.pos + 1}: {exc.msg}",
                                 source=f"{path} line {lineno}") from None
 
 

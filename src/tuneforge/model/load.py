@@ -30,7 +30,7 @@ def resolve_model_path(name: str) -> str:
         return str(path)
     looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep == "\\" and "\\" in name
     if looks_local:
-        raise ConfigError(f"model_name_or_path '{name}' does not exist")
+        raise ConfigError(f"model_name_or_path '{name}' does not exist (no folder at {path.resolve()})")
     return name
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tuneforge.config.schema import RunConfig
 from tuneforge.data.dataset import EncodedData
 from tuneforge.model.load import Precision
 
@@ -25,16 +24,15 @@ def padded_collator(tokenizer: Any, precision: Precision) -> Any:
                                   pad_to_multiple_of=8 if precision.device == "cuda" else None)
 
 
-def run_trainer(cfg: RunConfig, model: Any, tokenizer: Any, data: EncodedData, precision: Precision,
-                collator: Any, resume: str | None) -> StageResult:
+def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collator: Any,
+                resume: str | None) -> StageResult:
+    """Train with `args` (TrainingArguments built and checked by the caller before any weights load)."""
     from transformers import PrinterCallback, ProgressCallback, Trainer
 
-    from tuneforge.train.arguments import training_arguments
     from tuneforge.train.callbacks import ConciseProgress, JsonlLogCallback
 
     train = data.train.remove_columns([c for c in data.train.column_names if c == "full_len"])
     evals = data.eval.remove_columns([c for c in data.eval.column_names if c == "full_len"]) if data.eval else None
-    args = training_arguments(cfg, precision, has_eval=evals is not None)
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evals, data_collator=collator,
                       processing_class=tokenizer, callbacks=[JsonlLogCallback(args.output_dir)])
     trainer.remove_callback(ProgressCallback)

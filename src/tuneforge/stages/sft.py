@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.config.schema import RunConfig
 from tuneforge.data.dataset import EncodedData
 from tuneforge.model.load import Precision
 from tuneforge.stages.common import StageResult, padded_collator, run_trainer
 
 
-def run(cfg: RunConfig, model: Any, tokenizer: Any, data: EncodedData, precision: Precision,
+def run(args: Any, model: Any, tokenizer: Any, data: EncodedData, precision: Precision,
         resume: str | None = None) -> StageResult:
-    return run_trainer(cfg, model, tokenizer, data, precision, padded_collator(tokenizer, precision), resume)
+    return run_trainer(args, model, tokenizer, data, padded_collator(tokenizer, precision), resume)

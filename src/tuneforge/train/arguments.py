@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.model.load import Precision
 
@@ -32,4 +33,9 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool) 
         kwargs["activation_checkpointing"] = True
         kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     kwargs.update(t.extra)
-    return TrainingArguments(**kwargs)
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as exc:
+        where = f"{cfg.source}: " if cfg.source else ""
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{where}training arguments rejected by transformers: {first}") from None
