@@ -41,8 +41,8 @@ class JsonlLogCallback(TrainerCallback):
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs:
-            return
+        if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & set(logs)):
+            return  # the end-of-training summary goes to all_results.json instead
         elapsed = time.time() - self.start
         done = max(state.global_step - self.start_step, 1)
         remaining = elapsed / done * max(state.max_steps - state.global_step, 0)
@@ -70,6 +70,8 @@ class ConciseProgress(ProgressCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs or self.training_bar is None:
             return
+        if "train_loss" in logs:
+            return  # the end-of-training summary is printed by the command
         parts = [f"step {state.global_step}/{state.max_steps}"]
         if "loss" in logs:
             parts.append(f"loss {logs['loss']:.4f}")
@@ -77,8 +79,6 @@ class ConciseProgress(ProgressCallback):
             parts.append(f"eval_loss {logs['eval_loss']:.4f}")
         if "learning_rate" in logs:
             parts.append(f"lr {logs['learning_rate']:.2e}")
-        if "train_runtime" in logs:
-            return  # the final summary is printed by the command
         elapsed = time.time() - self.started
         done = max(state.global_step - self.first_step, 1)
         left = elapsed / done * max(state.max_steps - state.global_step, 0)
