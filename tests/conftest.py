@@ -17,7 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TUNEFORGE_CACHE", tempfile.mkdtemp(prefix="tuneforge-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TUNEFORGE_SHARED", REPO.parent / "shared"))
+
+def _find_shared() -> Path:
+    """The project's shared test data: $TUNEFORGE_SHARED, else ../shared beside the checkout, else /work/shared."""
+    candidates = [os.environ.get("TUNEFORGE_SHARED"), REPO.parent / "shared", "/work/shared"]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "data").is_dir():
+            return Path(candidate)
+    return REPO.parent / "shared"
+
+
+SHARED = _find_shared()
 LF_DATA = SHARED / "data" / "llamafactory"
 CHAT_TEMPLATES = SHARED / "data" / "chat_templates" / "chat_templates"
 

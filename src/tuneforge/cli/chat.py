@@ -41,9 +41,13 @@ def run_chat(config_path: Path, overrides: list[str]) -> None:
             continue
         history.append(Message("user", prompt))
         print("Assistant: ", end="", flush=True)
-        started, answer = time.time(), ""
+        started, answer, first = time.perf_counter(), "", None
         for piece in engine.stream_chat(history, system):
+            if first is None and piece:
+                first = time.perf_counter() - started
             print(piece, end="", flush=True)
             answer += piece
-        print(f"  [{time.time() - started:.1f}s]")
+        elapsed = time.perf_counter() - started
+        n_tokens = len(engine.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        print(f"\n[first token {first or elapsed:.2f}s, {n_tokens} tokens, {n_tokens / max(elapsed, 1e-9):.1f} tok/s]")
         history.append(Message("assistant", answer.strip()))
