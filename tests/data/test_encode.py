@@ -111,3 +111,14 @@ def test_val_size_splits(tmp_path, chatml, monkeypatch):
     data = DataConfig(dataset=["identity"], cutoff_len=128, val_size=0.25, identity_name="X", identity_author="Y")
     built = build_datasets(data, chatml, "sft")
     assert (len(built.train), len(built.eval)) == (60, 20)
+
+
+def test_eval_dataset_is_encoded_separately(tmp_path, chatml, monkeypatch):
+    from tuneforge.data.dataset import build_datasets
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    data = DataConfig(dataset=["identity"], eval_dataset=["alpaca_demo"], cutoff_len=128, identity_name="X",
+                      identity_author="Y")
+    built = build_datasets(data, chatml, "sft", need_eval=True)
+    assert (len(built.train), len(built.eval)) == (80, 40)
+    assert built.report.counts == {"identity": 80, "alpaca_demo (eval)": 40}
