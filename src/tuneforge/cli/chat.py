@@ -10,10 +10,10 @@ from pathlib import Path
 def run_chat(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.config.load import load
     from tuneforge.data.example import Message
-    from tuneforge.infer.hf import HFEngine
+    from tuneforge.infer.engine import create_engine
 
     cfg, _ = load(config_path, ["do_train=false", *overrides])
-    engine = HFEngine(cfg)
+    engine = create_engine(cfg)
     system = cfg.data.default_system
     if not sys.stdin.isatty():
         for line in sys.stdin:

@@ -55,6 +55,38 @@ def chat(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> N
     run_chat(config, overrides or [])
 
 
+@app.command()
+def export(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """Merge adapters into the base model and save safetensors shards to export_dir."""
+    from tuneforge.cli.export import run_export
+
+    run_export(config, overrides or [])
+
+
+@app.command()
+def predict(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """Generate answers for eval_dataset; write generated_predictions.jsonl and BLEU/ROUGE scores."""
+    from tuneforge.cli.predict import run_predict
+
+    run_predict(config, overrides or [])
+
+
+@app.command("eval")
+def evaluate(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """Multiple-choice benchmark accuracy (MMLU / C-Eval / CMMLU style task files)."""
+    from tuneforge.cli.eval import run_eval
+
+    run_eval(config, overrides or [])
+
+
+@app.command()
+def api(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+    """OpenAI-compatible server (API_HOST, API_PORT, API_KEY from the environment)."""
+    from tuneforge.cli.api import run_api
+
+    run_api(config, overrides or [])
+
+
 @data_app.command("check")
 def data_check(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                samples: int = typer.Option(2, help="how many encoded samples to show")) -> None:

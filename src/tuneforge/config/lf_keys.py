@@ -12,7 +12,6 @@ STAGES_LATER = {"rm", "dpo", "kto", "ppo", "orpo", "simpo", "grpo", "rloo"}
 _PREF = "preference stages are planned"
 _QUANT = "quantized training is planned"
 _MM = "multimodal models are planned"
-_EXPORT = "use it with `tuneforge export` once available"
 _FAST = "the fast path (padding-free batching, fused kernels) is planned"
 _OPTIM = "alternative optimizers are planned"
 
@@ -50,15 +49,9 @@ LF_UNSUPPORTED: dict[str, str] = {
     "loraplus_lr_embedding": "LoRA+ is planned", "use_llama_pro": "LLaMA Pro is planned",
     "use_galore": _OPTIM, "use_apollo": _OPTIM, "use_badam": _OPTIM, "use_adam_mini": _OPTIM,
     "use_muon": _OPTIM,
-    # generation-based evaluation / export / eval
-    "predict_with_generate": "prediction is planned (`tuneforge predict`)",
-    "do_predict": "prediction is planned (`tuneforge predict`)",
+    # evaluation extras
     "compute_accuracy": "token accuracy metrics are planned",
-    "export_dir": _EXPORT, "export_size": _EXPORT, "export_device": _EXPORT,
-    "export_legacy_format": _EXPORT, "export_hub_model_id": _EXPORT, "export_quantization_bit": _EXPORT,
-    "task": "benchmark evaluation is planned (`tuneforge eval`)",
-    "task_dir": "benchmark evaluation is planned (`tuneforge eval`)",
-    "n_shot": "benchmark evaluation is planned (`tuneforge eval`)",
+    "export_quantization_dataset": "quantized export is planned",
     "use_swanlab": "the swanlab logger is planned", "ray_run_name": "Ray is not planned",
     "early_stopping_steps": "early stopping is planned",
 }

@@ -151,6 +151,8 @@ class TrainConfig(Section):
     report_to: list[str] | str = "none"
     gradient_checkpointing: bool = False
     use_cpu: bool = False
+    do_predict: bool = False
+    predict_with_generate: bool = False
     extra: dict[str, Any] = {}
 
     @field_validator("report_to", mode="before")
@@ -173,8 +175,36 @@ class GenerateConfig(Section):
     temperature: float = Field(0.95, ge=0)
     top_p: float = Field(0.7, gt=0, le=1)
     top_k: int = Field(50, ge=0)
+    num_beams: int = Field(1, ge=1)
+    length_penalty: float = 1.0
     repetition_penalty: float = Field(1.0, gt=0)
-    infer_backend: Literal["huggingface", "hf"] = "huggingface"
+    skip_special_tokens: bool = True
+    infer_backend: Literal["huggingface", "hf", "vllm"] = "huggingface"
+    vllm_maxlen: int = Field(4096, gt=0)
+    vllm_gpu_util: float = Field(0.7, gt=0, le=1)
+    vllm_enforce_eager: bool = False
+    vllm_max_lora_rank: int = Field(32, gt=0)
+
+
+class ExportConfig(Section):
+    export_dir: str | None = None
+    export_size: float = Field(5, gt=0)  # GB per safetensors shard
+    export_device: Literal["cpu", "auto"] = "cpu"
+    export_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    export_legacy_format: bool = False
+    export_hub_model_id: str | None = None
+    export_quantization_bit: int | None = None
+
+
+class EvalConfig(Section):
+    """Multiple-choice benchmark evaluation (`tuneforge eval`), LLaMA-Factory's key names."""
+
+    task: str | None = None
+    task_dir: str = "evaluation"
+    n_shot: int = Field(5, ge=0)
+    lang: Literal["en", "zh"] = "en"
+    save_dir: str | None = None
+    batch_size: int = Field(4, gt=0)
 
 
 class RunConfig(BaseModel):
@@ -187,12 +217,14 @@ class RunConfig(BaseModel):
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
+    export: ExportConfig = ExportConfig()
+    eval: EvalConfig = EvalConfig()
     source: str | None = None  # the YAML file it came from, for messages
 
     def flat(self) -> dict[str, Any]:
         """The resolved config as flat LLaMA-Factory-style keys (written to training_args.yaml)."""
         out: dict[str, Any] = {}
-        for section in (self.model, self.data, self.method, self.train, self.generate):
+        for section in (self.model, self.data, self.method, self.train, self.generate, self.export, self.eval):
             for key, value in section.model_dump().items():
                 if key == "extra":
                     out.update(value)
@@ -207,4 +239,6 @@ SECTIONS: dict[str, type[Section]] = {
     "method": MethodConfig,
     "train": TrainConfig,
     "generate": GenerateConfig,
+    "export": ExportConfig,
+    "eval": EvalConfig,
 }

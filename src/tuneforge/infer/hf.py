@@ -1,17 +1,21 @@
 """Transformers backend: base model + adapters (not merged), greedy or sampled generation that stops
-at the template's stop tokens, optionally streamed."""
+at the template's stop tokens, optionally streamed or batched."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import get_template
+from tuneforge.infer.engine import Response
 
 
 class HFEngine:
+    backend = "huggingface"
+
     def __init__(self, cfg: RunConfig):
         import torch
 
@@ -29,40 +33,106 @@ class HFEngine:
             model = load_adapters(model, cfg.model.adapter_name_or_path, trainable_last=False)
         self.model = model.to(device).eval()
         self.device = device
+        # one generation at a time: concurrent callers (the API server) queue here
+        self.lock = threading.Lock()
 
-    def _inputs(self, messages: list[Message], system: str | None) -> Any:
-        text = self.template.render_text(Example(messages=messages, system=system), for_generation=True)
-        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
-        return ids.to(self.device)
+    # ------------------------------------------------------------------ prompts
+    def prompt_text(self, messages: list[Message], system: str | None = None, tools: str | None = None) -> str:
+        return self.template.render_text(Example(messages=messages, system=system, tools=tools), for_generation=True)
 
-    def _generate_kwargs(self, **overrides: Any) -> dict[str, Any]:
+    def _encode(self, texts: list[str]) -> Any:
+        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
+        return self.tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True).to(self.device)
+
+    def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
         g = self.cfg.generate
-        kwargs: dict[str, Any] = dict(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
-                                      repetition_penalty=g.repetition_penalty,
+        do_sample = overrides.pop("do_sample", g.do_sample)
+        temperature = overrides.pop("temperature", g.temperature)
+        if temperature is not None and temperature <= 1e-5:
+            do_sample = False  # temperature 0 means greedy, as in OpenAI's API
+        kwargs: dict[str, Any] = dict(max_new_tokens=g.max_new_tokens, do_sample=do_sample,
+                                      repetition_penalty=g.repetition_penalty, num_beams=g.num_beams,
                                       eos_token_id=self.template.stop_token_ids(),
                                       pad_token_id=self.tokenizer.pad_token_id)
-        if g.do_sample:
-            kwargs.update(temperature=g.temperature or 1e-5, top_p=g.top_p, top_k=g.top_k)
-        kwargs.update(overrides)
+        if g.num_beams > 1:
+            kwargs["length_penalty"] = g.length_penalty
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=g.top_p, top_k=g.top_k)
+        stop = overrides.pop("stop", None)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return kwargs
 
-    def chat(self, messages: list[Message], system: str | None = None, **overrides: Any) -> str:
+    # ------------------------------------------------------------------ generation
+    def generate(self, messages: list[Message], system: str | None = None, tools: str | None = None, n: int = 1,
+                 **overrides: Any) -> list[Response]:
         import torch
 
-        inputs = self._inputs(messages, system)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **self._generate_kwargs(**overrides))
-        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        stop = overrides.get("stop")
+        inputs = self._encode([self.prompt_text(messages, system, tools)] * n)
+        kwargs = self.generation_kwargs(**overrides)
+        with self.lock, torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        stops = set(self.template.stop_token_ids())
+        responses = []
+        for row in out[:, prompt_len:].tolist():
+            ids = [t for t in row if t != self.tokenizer.pad_token_id or t in stops]
+            finished = any(t in stops for t in ids)
+            if finished:
+                ids = ids[:next(i for i, t in enumerate(ids) if t in stops)]
+            text = self.tokenizer.decode(ids, skip_special_tokens=self.cfg.generate.skip_special_tokens)
+            hit_stop = False
+            for word in stop or []:
+                if word in text:
+                    text, hit_stop = text[:text.index(word)], True
+            reason = "stop" if finished or hit_stop or len(ids) < kwargs["max_new_tokens"] else "length"
+            responses.append(Response(text.strip(), prompt_len, len(ids), reason))
+        return responses
 
-    def stream_chat(self, messages: list[Message], system: str | None = None, **overrides: Any) -> Iterator[str]:
-        from threading import Thread
+    def chat(self, messages: list[Message], system: str | None = None, **overrides: Any) -> str:
+        return self.generate(messages, system, **overrides)[0].text
 
+    def stream_chat(self, messages: list[Message], system: str | None = None, tools: str | None = None,
+                    **overrides: Any) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
-        inputs = self._inputs(messages, system)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**inputs, streamer=streamer, **self._generate_kwargs(**overrides))
-        thread = Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
+        inputs = self._encode([self.prompt_text(messages, system, tools)])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=self.cfg.generate.skip_special_tokens)
+        kwargs = dict(**inputs, streamer=streamer, **self.generation_kwargs(**overrides))
+
+        def work() -> None:
+            import torch
+
+            with self.lock, torch.inference_mode():
+                self.model.generate(**kwargs)
+
+        thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        yield from streamer
+        first = True
+        for piece in streamer:
+            if first:
+                piece, first = piece.lstrip(), False
+            if piece:
+                yield piece
         thread.join()
+
+    def batch_generate(self, conversations: list[list[Message]], system: str | None = None, batch_size: int = 8,
+                       **overrides: Any) -> list[str]:
+        """Greedy/sampled answers for many prompts, `batch_size` at a time (left-padded)."""
+        import torch
+
+        kwargs = self.generation_kwargs(**overrides)
+        stops = set(self.template.stop_token_ids())
+        answers: list[str] = []
+        for start in range(0, len(conversations), batch_size):
+            chunk = conversations[start:start + batch_size]
+            inputs = self._encode([self.prompt_text(c, system) for c in chunk])
+            with self.lock, torch.inference_mode():
+                out = self.model.generate(**inputs, **kwargs)
+            for row in out[:, inputs["input_ids"].shape[1]:].tolist():
+                cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+                answers.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        return answers

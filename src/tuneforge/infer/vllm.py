@@ -1,0 +1,77 @@
+"""vLLM backend (used when `infer_backend: vllm` and vllm is installed): same interface as HFEngine.
+
+LoRA adapters are served through vLLM's LoRARequest without merging; only one adapter is
+supported (vLLM does not stack adapters), so several are rejected with a clear message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.schema import RunConfig
+from tuneforge.data.example import Example, Message
+from tuneforge.data.templates import get_template
+from tuneforge.infer.engine import Response, require_vllm
+
+
+class VLLMEngine:
+    backend = "vllm"
+
+    def __init__(self, cfg: RunConfig):
+        vllm = require_vllm()
+        from tuneforge.model.load import load_tokenizer, resolve_model_path
+
+        adapters = cfg.model.adapter_name_or_path or []
+        if len(adapters) > 1:
+            raise ConfigError("infer_backend: vllm serves one adapter; merge the others first (tuneforge export)")
+        self.cfg = cfg
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.template = get_template(cfg.data.template, self.tokenizer, default_system=cfg.data.default_system,
+                                     enable_thinking=cfg.data.enable_thinking)
+        g = cfg.generate
+        self.llm = vllm.LLM(model=resolve_model_path(cfg.model.model_name_or_path),
+                            trust_remote_code=cfg.model.trust_remote_code, max_model_len=g.vllm_maxlen,
+                            gpu_memory_utilization=g.vllm_gpu_util, enforce_eager=g.vllm_enforce_eager,
+                            enable_lora=bool(adapters), max_lora_rank=g.vllm_max_lora_rank)
+        self.lora = None
+        if adapters:
+            from vllm.lora.request import LoRARequest  # type: ignore[import-not-found]
+
+            self.lora = LoRARequest("default", 1, adapters[0])
+
+    def _params(self, n: int = 1, **overrides: Any) -> Any:
+        from vllm import SamplingParams  # type: ignore[import-not-found]
+
+        g = self.cfg.generate
+        temperature = overrides.get("temperature", g.temperature if g.do_sample else 0.0)
+        return SamplingParams(n=n, temperature=temperature or 0.0, top_p=overrides.get("top_p", g.top_p),
+                              top_k=g.top_k if g.top_k > 0 else -1, repetition_penalty=g.repetition_penalty,
+                              max_tokens=overrides.get("max_new_tokens") or g.max_new_tokens,
+                              stop=overrides.get("stop"), stop_token_ids=self.template.stop_token_ids(),
+                              skip_special_tokens=g.skip_special_tokens)
+
+    def prompt_text(self, messages: list[Message], system: str | None = None, tools: str | None = None) -> str:
+        return self.template.render_text(Example(messages=messages, system=system, tools=tools), for_generation=True)
+
+    def generate(self, messages: list[Message], system: str | None = None, tools: str | None = None, n: int = 1,
+                 **overrides: Any) -> list[Response]:
+        prompt = self.prompt_text(messages, system, tools)
+        out = self.llm.generate([prompt], self._params(n, **overrides), lora_request=self.lora, use_tqdm=False)[0]
+        return [Response(c.text.strip(), len(out.prompt_token_ids), len(c.token_ids), c.finish_reason or "stop")
+                for c in out.outputs]
+
+    def chat(self, messages: list[Message], system: str | None = None, **overrides: Any) -> str:
+        return self.generate(messages, system, **overrides)[0].text
+
+    def stream_chat(self, messages: list[Message], system: str | None = None, tools: str | None = None,
+                    **overrides: Any) -> Iterator[str]:
+        # The offline LLM class has no token streaming; yield the whole answer once.
+        yield self.generate(messages, system, tools, **overrides)[0].text
+
+    def batch_generate(self, conversations: list[list[Message]], system: str | None = None, batch_size: int = 8,
+                       **overrides: Any) -> list[str]:
+        prompts = [self.prompt_text(c, system) for c in conversations]
+        outs = self.llm.generate(prompts, self._params(**overrides), lora_request=self.lora, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outs]
