@@ -4,50 +4,64 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
-def run_chat(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.config.load import load
+def answer_lines(engine: Any, lines: Any, system: str | None, write: Callable[[str], None] = print) -> None:
+    """Script mode: every non-empty line is a separate one-shot prompt."""
     from tuneforge.data.example import Message
-    from tuneforge.infer.engine import create_engine
 
-    cfg, _ = load(config_path, ["do_train=false", *overrides])
-    engine = create_engine(cfg)
-    system = cfg.data.default_system
-    if not sys.stdin.isatty():
-        for line in sys.stdin:
-            prompt = line.strip()
-            if not prompt:
-                continue
-            print(f"User: {prompt}")
-            print(f"Assistant: {engine.chat([Message('user', prompt)], system)}", flush=True)
-        return
-    print("Type a message; 'clear' resets the history, 'exit' quits.")
+    for line in lines:
+        prompt = line.strip()
+        if prompt:
+            write(f"User: {prompt}")
+            write(f"Assistant: {engine.chat([Message('user', prompt)], system)}")
+
+
+def repl(engine: Any, system: str | None, read: Callable[[str], str] = input,
+         write: Callable[..., None] = print) -> list:
+    """Interactive mode: streamed answers, history kept; `clear` resets it, `exit` quits."""
+    from tuneforge.data.example import Message
+
+    write("Type a message; 'clear' resets the history, 'exit' quits.")
     history: list[Message] = []
     while True:
         try:
-            prompt = input("\nUser: ").strip()
+            prompt = read("\nUser: ").strip()
         except (EOFError, KeyboardInterrupt):
-            print()
-            return
+            write("")
+            return history
         if prompt == "exit":
-            return
+            return history
         if prompt == "clear":
             history = []
-            print("history cleared")
+            write("history cleared")
             continue
         if not prompt:
             continue
         history.append(Message("user", prompt))
-        print("Assistant: ", end="", flush=True)
+        write("Assistant: ", end="", flush=True)
         started, answer, first = time.perf_counter(), "", None
         for piece in engine.stream_chat(history, system):
             if first is None and piece:
                 first = time.perf_counter() - started
-            print(piece, end="", flush=True)
+            write(piece, end="", flush=True)
             answer += piece
         elapsed = time.perf_counter() - started
         n_tokens = len(engine.tokenizer(answer, add_special_tokens=False)["input_ids"])
-        print(f"\n[first token {first or elapsed:.2f}s, {n_tokens} tokens, {n_tokens / max(elapsed, 1e-9):.1f} tok/s]")
+        write(f"\n[first token {first or elapsed:.2f}s, {n_tokens} tokens, {n_tokens / max(elapsed, 1e-9):.1f} tok/s]")
         history.append(Message("assistant", answer.strip()))
+
+
+def run_chat(config_path: Path, overrides: list[str]) -> None:
+    from tuneforge.config.load import load
+    from tuneforge.infer.engine import create_engine
+
+    cfg, _ = load(config_path, ["do_train=false", *overrides])
+    engine = create_engine(cfg)
+    if sys.stdin.isatty():
+        repl(engine, cfg.data.default_system)
+    else:
+        answer_lines(engine, sys.stdin, cfg.data.default_system, write=lambda s: print(s, flush=True))

@@ -1,0 +1,57 @@
+"""Chat: REPL history/clear/exit, streaming equals non-streaming under greedy decoding, stacked adapters."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.helpers import train
+
+
+@pytest.fixture(scope="module")
+def identity_adapter(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("chat"), finetuning_type="lora", lora_rank=16, learning_rate=5e-3,
+                 num_train_epochs=15)
+
+
+def engine_for(*adapters, **keys):
+    from tuneforge.config.load import load
+    from tuneforge.infer.engine import create_engine
+
+    base = {"model_name_or_path": "tuneforge/tiny", "template": "qwen3_nothink", "do_train": False,
+            "do_sample": False, "max_new_tokens": 48, **keys}
+    if adapters:
+        base["adapter_name_or_path"] = ",".join(str(a) for a in adapters)
+    return create_engine(load(base=base)[0])
+
+
+@pytest.mark.slow
+def test_stream_equals_non_stream_and_repl(identity_adapter):
+    from tuneforge.cli.chat import repl
+    from tuneforge.data.example import Message
+
+    engine = engine_for(identity_adapter)
+    for question in ("你是谁", "Who are you?", "介绍一下你自己"):
+        whole = engine.chat([Message("user", question)])
+        assert "".join(engine.stream_chat([Message("user", question)])).strip() == whole
+        assert "Forge" in whole
+
+    inputs = iter(["你是谁", "", "Who are you?", "clear", "hello", "exit"])
+    printed: list[str] = []
+    history = repl(engine, None, read=lambda _: next(inputs), write=lambda *a, **k: printed.append("".join(a)))
+    text = "".join(printed)
+    assert "history cleared" in text and "tok/s" in text and "Forge" in text
+    assert [m.role for m in history] == ["user", "assistant"]  # cleared, then one exchange, then exit
+    assert history[0].content == "hello"
+
+
+@pytest.mark.slow
+def test_stacked_adapters_and_script_mode(identity_adapter, tmp_path):
+    from tuneforge.cli.chat import answer_lines
+
+    # create_new_adapter: the identity adapter is merged during training, a fresh one learns on top
+    second = train(tmp_path, finetuning_type="lora", adapter_name_or_path=str(identity_adapter),
+                   create_new_adapter=True, learning_rate=1e-4, max_steps=2)
+    engine = engine_for(identity_adapter, second)  # the first is merged into the base, the second stays an adapter
+    out: list[str] = []
+    answer_lines(engine, ["你是谁\n", "\n", "Who are you?\n"], None, write=out.append)
+    assert len(out) == 4 and out[0] == "User: 你是谁" and "Forge" in out[1] and "Forge" in out[3]
