@@ -60,15 +60,34 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
     console.print(f"tokens per sample: p50 {_percentile(lengths, 0.5)}, p90 {_percentile(lengths, 0.9)}, "
                   f"p99 {_percentile(lengths, 0.99)}, max {max(lengths)}; {over} exceed cutoff_len "
                   f"{cfg.data.cutoff_len} (truncated)")
-    trained = sum(sum(1 for x in row if x != -100) for row in data.train["labels"])
-    total = sum(len(row) for row in data.train["input_ids"])
-    console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
+    if "labels" in data.train.column_names:
+        trained = sum(sum(1 for x in row if x != -100) for row in data.train["labels"])
+        total = sum(len(row) for row in data.train["input_ids"])
+        console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
     for index in range(min(samples, len(data.train))):
-        row = data.train[index]
-        console.print(Text(f"\n--- sample {index} ({len(row['input_ids'])} tokens; ", style="bold")
-                      + Text("trained", style="bold green") + Text(" / ", style="bold")
-                      + Text("masked", style="dim") + Text(") ---", style="bold"))
+        show_row(tokenizer, data.train[index], index)
+
+
+def _header(index: int, what: str) -> Text:
+    return (Text(f"\n--- sample {index} ({what}; ", style="bold") + Text("trained", style="bold green")
+            + Text(" / ", style="bold") + Text("not trained", style="dim") + Text(") ---", style="bold"))
+
+
+def show_row(tokenizer, row: dict, index: int) -> None:
+    """One encoded sample, whatever the stage's columns are."""
+    if "labels" in row:
+        console.print(_header(index, f"{len(row['input_ids'])} tokens"))
         console.print(show_sample(tokenizer, row["input_ids"], row["labels"]))
+        return
+    prompt = row["prompt_ids"]
+    answers = [(k, row[k]) for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in row]
+    label = f", label {row['label']}" if "label" in row else ""
+    console.print(_header(index, f"prompt {len(prompt)} tokens{label}"))
+    console.print(show_sample(tokenizer, prompt, [-100] * len(prompt)))
+    for key, ids in answers:
+        console.print(Text(f"[{key.removesuffix('_ids')}] ", style="bold") + show_sample(tokenizer, ids, ids))
+    if "reference" in row and row["reference"]:
+        console.print(Text("[reference answer, not trained] ", style="bold") + Text(row["reference"], style="dim"))
 
 
 def cfg_has_dataset(config_path: Path, overrides: list[str]) -> bool:

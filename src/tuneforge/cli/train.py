@@ -24,7 +24,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.model.adapters import apply_method, count_parameters
     from tuneforge.model.load import choose_precision, load_model, load_tokenizer
-    from tuneforge.stages import pt, sft
+    from tuneforge.stages import StageContext, stage_module
     from tuneforge.train.arguments import training_arguments
     from tuneforge.train.outputs import check_output_dir, clear_previous_run, write_run_config
     from tuneforge.train.plot import plot_losses
@@ -57,8 +57,11 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if data.dropped:
         note(f"dropped {data.dropped} samples with no trained token left within cutoff_len {cfg.data.cutoff_len}")
 
-    model = load_model(cfg, precision)
-    model = apply_method(model, cfg.method, cfg.model)
+    runner = stage_module(stage)
+    if hasattr(runner, "build_model"):  # e.g. rm: a causal LM with a value head
+        model = runner.build_model(cfg, precision)
+    else:
+        model = apply_method(load_model(cfg, precision), cfg.method, cfg.model)
     trainable, total = count_parameters(model)
     note(f"{cfg.method.finetuning_type} on {cfg.model.model_name_or_path}: trainable {trainable:,} of {total:,} "
          f"parameters ({100 * trainable / total:.4f}%), device {precision.device}, "
@@ -67,10 +70,11 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if cfg.train.overwrite_output_dir and not resume:
         clear_previous_run(cfg.train.output_dir)
     write_run_config(cfg, cfg.train.output_dir)
-    runner = {"sft": sft.run, "pt": pt.run}[stage]
-    result = runner(args, model, tokenizer, data, precision, resume=resume)
+    ctx = StageContext(cfg=cfg, args=args, model=model, tokenizer=tokenizer, template=template, data=data,
+                       precision=precision, resume=resume)
+    result = runner.run(ctx)
     if cfg.method.plot_loss:
-        for path in plot_losses(result.log_history, cfg.train.output_dir):
+        for path in plot_losses(result.log_history, cfg.train.output_dir, keys=result.plot_keys):
             note(f"wrote {path}")
     losses = [e["loss"] for e in result.log_history if "loss" in e]
     summary = f"done in {result.metrics.get('train_runtime', 0):.1f}s"

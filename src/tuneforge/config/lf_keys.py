@@ -7,9 +7,12 @@ Facts about its YAML vocabulary, so that its users get a precise message instead
 from __future__ import annotations
 
 # Stages that exist in LLaMA-Factory and are planned here.
-STAGES_LATER = {"rm", "dpo", "kto", "ppo", "orpo", "simpo", "grpo", "rloo"}
+# Stages tuneforge knows but does not run yet (entries leave this set as their stage lands).
+STAGES_LATER = {"rm", "dpo", "kto", "ppo", "grpo", "rloo"}
+# Stage names users try that are spelt differently here.
+STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stage: dpo with pref_loss: simpo",
+               "kto_pair": "use stage: kto"}
 
-_PREF = "preference stages are planned"
 _QUANT = "quantized training is planned"
 _MM = "multimodal models are planned"
 _FAST = "the fast path (padding-free batching, fused kernels) is planned"
@@ -37,12 +40,8 @@ LF_UNSUPPORTED: dict[str, str] = {
     "video_fps": _MM, "freeze_vision_tower": _MM, "freeze_multi_modal_projector": _MM,
     "freeze_language_model": _MM, "eval_on_each_dataset": "per-dataset evaluation is planned",
     # preference / RL
-    "pref_beta": _PREF, "pref_ftx": _PREF, "pref_loss": _PREF, "dpo_label_smoothing": _PREF,
-    "simpo_gamma": _PREF, "kto_chosen_weight": _PREF, "kto_rejected_weight": _PREF,
-    "ref_model": _PREF, "ref_model_adapters": _PREF, "ref_model_quantization_bit": _PREF,
-    "reward_model": _PREF, "reward_model_adapters": _PREF, "reward_model_type": _PREF,
-    "reward_model_quantization_bit": _PREF, "ppo_buffer_size": _PREF, "ppo_epochs": _PREF,
-    "ppo_score_norm": _PREF, "ppo_target": _PREF, "ppo_whiten_rewards": _PREF, "ld_alpha": _PREF,
+    "ref_model_quantization_bit": _QUANT, "reward_model_quantization_bit": _QUANT,
+    "ld_alpha": "LD-DPO length desensitisation is planned", "pref_bco_weight": "BCO weighting is planned",
     # PEFT variants and optimizers
     "pissa_init": "PiSSA init is planned", "pissa_iter": "PiSSA init is planned",
     "pissa_convert": "PiSSA init is planned", "loraplus_lr_ratio": "LoRA+ is planned",
@@ -72,5 +71,4 @@ RENAMED: dict[str, tuple[str | None, str]] = {
 VALUE_HINTS: dict[tuple[str, str], str] = {
     ("finetuning_type", "qlora"): "QLoRA (lora + quantization_bit) is planned; use finetuning_type: lora for now",
     ("finetuning_type", "oft"): "OFT is planned; use lora",
-    ("stage", "kto_pair"): _PREF,
 }

@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGES_LATER, VALUE_HINTS
+from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, STAGES_LATER, VALUE_HINTS
 from tuneforge.config.schema import SECTIONS, RunConfig
 
 # Keys every tuneforge command ignores silently: LLaMA-Factory writes them into its own YAML
@@ -135,8 +135,12 @@ def route(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, dict[
             flat[key] = "no"  # YAML 1.1 reads an unquoted `no` as false
 
     stage = flat.get("stage")
+    if isinstance(stage, str) and stage in STAGE_HINTS:
+        raise ConfigError(f"{where}: there is no stage '{stage}'; {STAGE_HINTS[stage]}")
     if isinstance(stage, str) and stage in STAGES_LATER:
-        raise ConfigError(f"{where}: stage '{stage}' is not supported yet (supported: sft, pt)")
+        stages = typing.get_args(SECTIONS["method"].model_fields["stage"].annotation)
+        supported = ", ".join(s for s in stages if s not in STAGES_LATER)
+        raise ConfigError(f"{where}: stage '{stage}' is not supported yet (supported: {supported})")
 
     training_fields = None
     for key, value in flat.items():

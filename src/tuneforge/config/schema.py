@@ -86,7 +86,7 @@ class DataConfig(Section):
 
 
 class MethodConfig(Section):
-    stage: Literal["sft", "pt"] = "sft"
+    stage: Literal["sft", "pt", "rm", "dpo", "kto", "ppo", "grpo", "rloo"] = "sft"
     finetuning_type: Literal["lora", "freeze", "full"] = "lora"
     lora_rank: int = Field(8, gt=0)
     lora_alpha: float | None = None
@@ -186,6 +186,34 @@ class GenerateConfig(Section):
     vllm_max_lora_rank: int = Field(32, gt=0)
 
 
+class PreferenceConfig(Section):
+    """Preference and RL stages (rm, dpo, kto, ppo, grpo, rloo), LLaMA-Factory's key names."""
+
+    pref_beta: float = Field(0.1, ge=0)
+    pref_ftx: float = Field(0.0, ge=0)
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
+    dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5)
+    kto_chosen_weight: float = Field(1.0, gt=0)
+    kto_rejected_weight: float = Field(1.0, gt=0)
+    simpo_gamma: float = 0.5
+    ref_model: str | None = None
+    ref_model_adapters: list[str] | None = None
+    reward_model: str | None = None
+    reward_model_adapters: list[str] | None = None
+    reward_model_type: Literal["lora", "full"] = "lora"
+    ppo_buffer_size: int = Field(1, gt=0)
+    ppo_epochs: int = Field(4, gt=0)
+    ppo_score_norm: bool = False
+    ppo_target: float = 6.0
+    ppo_whiten_rewards: bool = False
+    num_generations: int = Field(4, ge=2)
+
+    @field_validator("ref_model_adapters", "reward_model_adapters", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return split_list(v)
+
+
 class ExportConfig(Section):
     export_dir: str | None = None
     export_size: float = Field(5, gt=0)  # GB per safetensors shard
@@ -217,6 +245,7 @@ class RunConfig(BaseModel):
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
+    pref: PreferenceConfig = PreferenceConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
     source: str | None = None  # the YAML file it came from, for messages
@@ -224,7 +253,8 @@ class RunConfig(BaseModel):
     def flat(self) -> dict[str, Any]:
         """The resolved config as flat LLaMA-Factory-style keys (written to training_args.yaml)."""
         out: dict[str, Any] = {}
-        for section in (self.model, self.data, self.method, self.train, self.generate, self.export, self.eval):
+        for section in (self.model, self.data, self.method, self.train, self.generate, self.pref, self.export,
+                        self.eval):
             for key, value in section.model_dump().items():
                 if key == "extra":
                     out.update(value)
@@ -239,6 +269,7 @@ SECTIONS: dict[str, type[Section]] = {
     "method": MethodConfig,
     "train": TrainConfig,
     "generate": GenerateConfig,
+    "pref": PreferenceConfig,
     "export": ExportConfig,
     "eval": EvalConfig,
 }

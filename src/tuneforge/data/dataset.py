@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tuneforge import __version__
 from tuneforge.config.errors import DataError
@@ -65,6 +65,41 @@ def fingerprint(examples: list[Example], template: BoundTemplate, stage: str, da
     return h.hexdigest()[:24]
 
 
+COLUMNS = {
+    "sft": ("input_ids", "labels", "full_len"),
+    "rm": ("prompt_ids", "chosen_ids", "rejected_ids", "full_len"),
+    "dpo": ("prompt_ids", "chosen_ids", "rejected_ids", "full_len"),
+    "kto": ("prompt_ids", "completion_ids", "label", "full_len"),
+    "ppo": ("prompt_ids", "prompt", "reference", "full_len"),
+    "grpo": ("prompt_ids", "prompt", "reference", "full_len"),
+    "rloo": ("prompt_ids", "prompt", "reference", "full_len"),
+}
+
+
+def _row_encoder(template: BoundTemplate, stage: str, data: DataConfig) -> Callable[[Example], dict | None]:
+    """The per-example encoder of a stage; returns None for examples with nothing to train."""
+    from tuneforge.data.encode import preference
+
+    cutoff = data.cutoff_len
+    if stage in ("rm", "dpo"):
+        return lambda example: preference.encode_pairwise(template, example, cutoff)
+    if stage == "kto":
+        return lambda example: preference.encode_kto(template, example, cutoff)
+    if stage in ("ppo", "grpo", "rloo"):
+        return lambda example: preference.encode_prompt(template, example, cutoff)
+
+    def supervised(example: Example) -> dict | None:
+        turns = tokenize_turns(template.tokenizer, template.render(example))
+        full_len = sum(len(t.prompt) + len(t.answer) + len(t.suffix) for t in turns)
+        encoded = encode_supervised(turns, cutoff, train_on_prompt=data.train_on_prompt,
+                                    mask_history=data.mask_history)
+        if encoded is None:
+            return None
+        return {"input_ids": encoded[0], "labels": encoded[1], "full_len": full_len}
+
+    return supervised
+
+
 def encode_examples(examples: list[Example], template: BoundTemplate, stage: str, data: DataConfig,
                     num_proc: int | None = None) -> tuple[Any, int]:
     """-> (Dataset with input_ids/labels/full_len, number of examples dropped)."""
@@ -79,19 +114,17 @@ def encode_examples(examples: list[Example], template: BoundTemplate, stage: str
         return Dataset.from_dict({"input_ids": blocks, "labels": blocks,
                                   "full_len": [len(b) for b in blocks]}), 0
 
-    cutoff, train_on_prompt, mask_history = data.cutoff_len, data.train_on_prompt, data.mask_history
+    encode_one = _row_encoder(template, stage, data)
+    keys = COLUMNS.get(stage, COLUMNS["sft"])
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        out: dict[str, list] = {"input_ids": [], "labels": [], "full_len": []}
+        out: dict[str, list] = {key: [] for key in keys}
         for row in (dict(zip(batch, values)) for values in zip(*batch.values())):
-            turns = tokenize_turns(tokenizer, template.render(Example.from_dict(row)))
-            full_len = sum(len(t.prompt) + len(t.answer) + len(t.suffix) for t in turns)
-            encoded = encode_supervised(turns, cutoff, train_on_prompt=train_on_prompt, mask_history=mask_history)
+            encoded = encode_one(Example.from_dict(row))
             if encoded is None:
                 continue
-            out["input_ids"].append(encoded[0])
-            out["labels"].append(encoded[1])
-            out["full_len"].append(full_len)
+            for key, value in encoded.items():
+                out.setdefault(key, []).append(value)
         return out
 
     raw = Dataset.from_list([e.to_dict() for e in examples])

@@ -23,6 +23,9 @@ class Example:
     system: str | None = None
     tools: str | None = None
     text: str | None = None  # pre-training documents
+    chosen: Message | None = None  # preference pairs: the better and worse final answer
+    rejected: Message | None = None
+    kto_label: bool | None = None  # KTO: is the final answer desirable?
     source: str = ""  # "file record N", for messages about this example
 
     def to_dict(self) -> dict[str, Any]:
@@ -31,5 +34,11 @@ class Example:
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Example:
         msgs = [Message(**m) for m in row.get("messages") or []]
-        return cls(messages=msgs, system=row.get("system"), tools=row.get("tools"),
-                   text=row.get("text"), source=row.get("source", ""))
+        chosen, rejected = row.get("chosen"), row.get("rejected")
+        return cls(messages=msgs, system=row.get("system"), tools=row.get("tools"), text=row.get("text"),
+                   chosen=Message(**chosen) if chosen else None, rejected=Message(**rejected) if rejected else None,
+                   kto_label=row.get("kto_label"), source=row.get("source", ""))
+
+    def with_answer(self, answer: Message) -> Example:
+        """This conversation (ending on a user turn) completed with one answer."""
+        return Example(messages=[*self.messages, answer], system=self.system, tools=self.tools, source=self.source)

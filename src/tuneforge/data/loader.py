@@ -46,15 +46,29 @@ def _sample(examples: list[Example], spec: DatasetSpec, seed: int) -> list[Examp
     return examples + [rng.choice(examples) for _ in range(n - len(examples))]
 
 
+PAIRWISE_STAGES = ("rm", "dpo")
+
+
+def check_stage_fits(spec: DatasetSpec, stage: str) -> None:
+    """Preference data only feeds pairwise stages, and pairwise stages need preference data."""
+    if stage in PAIRWISE_STAGES and not spec.ranking:
+        raise DataError(f"stage {stage} needs preference pairs, but dataset '{spec.name}' in {spec.info_file} has "
+                        "no \"ranking\": true (with chosen/rejected columns)")
+    if stage not in PAIRWISE_STAGES and spec.ranking:
+        raise DataError(f"dataset '{spec.name}' is a preference dataset (ranking: true); use it with stage rm or dpo, "
+                        f"not {stage}")
+    if stage == "kto" and not spec.columns.get("kto_tag"):
+        raise DataError(f"stage kto needs a desirable/undesirable label, but dataset '{spec.name}' in "
+                        f"{spec.info_file} maps no 'kto_tag' column")
+
+
 def load_examples(data: DataConfig, names: list[str], stage: str, *, seed: int = 42,
                   cache_dir: str | None = None) -> tuple[list[Example], LoadReport]:
     placeholders = {k: v for k, v in (("name", data.identity_name), ("author", data.identity_author)) if v}
     report = LoadReport()
     examples: list[Example] = []
     for spec in resolve(names, data.dataset_dir):
-        if spec.ranking:
-            raise DataError(f"dataset '{spec.name}' is a preference dataset (ranking: true); preference "
-                            "stages are planned, use it with stage rm/dpo later")
+        check_stage_fits(spec, stage)
         convert = CONVERTERS[spec.formatting]
         kept: list[Example] = []
         seen = bad = 0

@@ -14,6 +14,7 @@ class StageResult:
     metrics: dict[str, Any]
     eval_metrics: dict[str, Any] | None
     log_history: list[dict[str, Any]]
+    plot_keys: tuple[str, ...] = ("loss", "eval_loss")  # which logged values get a training_<key>.png
 
 
 def padded_collator(tokenizer: Any, precision: Precision) -> Any:
@@ -25,16 +26,18 @@ def padded_collator(tokenizer: Any, precision: Precision) -> Any:
 
 
 def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collator: Any,
-                resume: str | None) -> StageResult:
-    """Train with `args` (TrainingArguments built and checked by the caller before any weights load)."""
+                resume: str | None, trainer_class: Any = None, **trainer_kwargs: Any) -> StageResult:
+    """Train with `args` (built and checked before any weights load) and write the standard outputs.
+    Preference stages pass their trl trainer class and its extra arguments."""
     from transformers import PrinterCallback, ProgressCallback, Trainer
 
     from tuneforge.train.callbacks import ConciseProgress, JsonlLogCallback
 
     train = data.train.remove_columns([c for c in data.train.column_names if c == "full_len"])
     evals = data.eval.remove_columns([c for c in data.eval.column_names if c == "full_len"]) if data.eval else None
-    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evals, data_collator=collator,
-                      processing_class=tokenizer, callbacks=[JsonlLogCallback(args.output_dir)])
+    trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=train, eval_dataset=evals,
+                                         data_collator=collator, processing_class=tokenizer,
+                                         callbacks=[JsonlLogCallback(args.output_dir)], **trainer_kwargs)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ConciseProgress())

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tuneforge.data.dataset import EncodedData
-from tuneforge.model.load import Precision
+from tuneforge.stages import StageContext
 from tuneforge.stages.common import StageResult, padded_collator, run_trainer
 
 
-def run(args: Any, model: Any, tokenizer: Any, data: EncodedData, precision: Precision,
-        resume: str | None = None) -> StageResult:
-    return run_trainer(args, model, tokenizer, data, padded_collator(tokenizer, precision), resume)
+def run(ctx: StageContext) -> StageResult:
+    collator = padded_collator(ctx.tokenizer, ctx.precision)
+    return run_trainer(ctx.args, ctx.model, ctx.tokenizer, ctx.data, collator, ctx.resume)

@@ -6,7 +6,7 @@ from typing import Any
 
 from tuneforge.config.errors import DataError
 from tuneforge.data.example import Example, Message
-from tuneforge.data.formats.common import text_field, tools_field
+from tuneforge.data.formats.common import check_pair, kto_tag, text_field, tools_field
 from tuneforge.data.registry import DatasetSpec
 
 NEEDS = " (alpaca needs {p} and {r})"
@@ -22,10 +22,14 @@ def convert(row: dict[str, Any], spec: DatasetSpec, stage: str, where: str) -> E
         query = text_field(row, query_col, where, required=False) if col == prompt_col else None
         return Example(text="\n".join(filter(None, [text, query])), source=where)
 
-    needs = NEEDS.format(p=prompt_col, r=response_col)
+    chosen_col, rejected_col = spec.column("chosen") or "chosen", spec.column("rejected") or "rejected"
+    if spec.ranking:
+        needs = f" (an alpaca preference record needs {prompt_col}, {chosen_col} and {rejected_col})"
+    else:
+        needs = NEEDS.format(p=prompt_col, r=response_col)
     prompt = text_field(row, prompt_col, where, required=True, what=needs)
     query = text_field(row, query_col, where, required=False)
-    response = text_field(row, response_col, where, required=True, what=needs)
+    response = None if spec.ranking else text_field(row, response_col, where, required=True, what=needs)
     messages: list[Message] = []
     history_col = spec.column("history")
     if history_col and row.get(history_col):
@@ -40,7 +44,16 @@ def convert(row: dict[str, Any], spec: DatasetSpec, stage: str, where: str) -> E
                                 source=where, key=history_col)
             messages += [Message("user", pair[0]), Message("assistant", pair[1])]
     user = prompt if not query else f"{prompt}\n{query}"
-    messages += [Message("user", user), Message("assistant", response)]
+    messages.append(Message("user", user))
     system = text_field(row, spec.column("system"), where, required=False)
-    return Example(messages=messages, system=system or None, tools=tools_field(row, spec.column("tools"), where),
-                   source=where)
+    example = Example(messages=messages, system=system or None, tools=tools_field(row, spec.column("tools"), where),
+                      source=where)
+    if spec.ranking:
+        chosen = text_field(row, chosen_col, where, required=True, what=needs)
+        rejected = text_field(row, rejected_col, where, required=True, what=needs)
+        check_pair(chosen, rejected, where, (chosen_col, rejected_col))
+        example.chosen, example.rejected = Message("assistant", chosen), Message("assistant", rejected)
+        return example
+    example.messages.append(Message("assistant", response))
+    example.kto_label = kto_tag(row, spec.column("kto_tag"), where)
+    return example

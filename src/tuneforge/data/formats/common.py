@@ -43,3 +43,23 @@ def tools_field(row: dict[str, Any], column: str | None, where: str) -> str | No
         return json.dumps(value, ensure_ascii=False)
     raise DataError(f"'{column}' must be a JSON string or list, got {type(value).__name__}", source=where,
                     key=column)
+
+
+def kto_tag(row: dict[str, Any], column: str | None, where: str) -> bool | None:
+    """KTO's desirable/undesirable flag: a JSON boolean (or the strings true/false)."""
+    if column is None:
+        return None
+    if column not in row or row[column] is None:
+        raise DataError(f"'{column}' is missing (KTO needs a true/false label per record)", source=where, key=column)
+    value = row[column]
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise DataError(f"'{column}' must be true or false, got {value!r}", source=where, key=column)
+    return value
+
+
+def check_pair(chosen: str, rejected: str, where: str, keys: tuple[str, str]) -> None:
+    if chosen.strip() == rejected.strip():
+        raise DataError(f"'{keys[0]}' and '{keys[1]}' are the same answer; a preference pair needs two different "
+                        "answers", source=where, key=keys[0])

@@ -7,7 +7,7 @@ from typing import Any
 
 from tuneforge.config.errors import DataError
 from tuneforge.data.example import Example, Message
-from tuneforge.data.formats.common import text_field, tools_field
+from tuneforge.data.formats.common import check_pair, kto_tag, text_field, tools_field
 from tuneforge.data.registry import DatasetSpec
 
 
@@ -74,9 +74,43 @@ def convert(row: dict[str, Any], spec: DatasetSpec, stage: str, where: str) -> E
         messages.append(Message(ours, text))
     if not messages:
         raise DataError("has a system prompt but no conversation", source=where, key=col)
+    tools = tools_field(row, spec.column("tools"), where)
+    if spec.ranking:
+        return _preference(row, spec, where, messages, system, tools, content, answers)
     if len(messages) % 2 != 0:
         raise DataError(f"the conversation ends with message {len(turns) - 1} ('{turns[-1].get(role_tag)}'); it "
                         f"must end with a {' or '.join(map(repr, answers))} turn to train on", source=where,
                         key=col)
-    return Example(messages=messages, system=system or None, tools=tools_field(row, spec.column("tools"), where),
+    return Example(messages=messages, system=system or None, tools=tools, source=where,
+                   kto_label=kto_tag(row, spec.column("kto_tag"), where))
+
+
+def _preference(row: dict[str, Any], spec: DatasetSpec, where: str, messages: list[Message], system: str | None,
+                tools: str | None, content: Any, answers: list[str]) -> Example:
+    """A ShareGPT preference record: the conversation ends on a user turn; `chosen` and `rejected` are
+    two candidate answer messages."""
+    col = spec.column("messages")
+    if len(messages) % 2 == 0:
+        raise DataError(f"a preference conversation must end with a user turn (the answers are in "
+                        f"'{spec.column('chosen') or 'chosen'}'/'{spec.column('rejected') or 'rejected'}'), but it "
+                        "ends on the assistant", source=where, key=col)
+    pair = []
+    for key in ("chosen", "rejected"):
+        name = spec.column(key) or key
+        value = row.get(name)
+        if value is None:
+            raise DataError(f"'{name}' is missing or null (a preference record needs {spec.column('chosen') or 'chosen'}"
+                            f" and {spec.column('rejected') or 'rejected'})", source=where, key=name)
+        if isinstance(value, str):  # a bare answer string is accepted too
+            value = {spec.tag("role_tag"): answers[0], spec.tag("content_tag"): value}
+        role, text = content(value, name)
+        if role not in answers:
+            raise DataError(f"'{name}' must be a {' or '.join(map(repr, answers))} message, got '{role}'",
+                            source=where, key=name)
+        if not text.strip():
+            raise DataError(f"'{name}' is an empty answer", source=where, key=name)
+        pair.append(Message("function" if role == spec.tag("function_tag") else "assistant", text))
+    check_pair(pair[0].content, pair[1].content, where, (spec.column("chosen") or "chosen",
+                                                          spec.column("rejected") or "rejected"))
+    return Example(messages=messages, system=system or None, tools=tools, chosen=pair[0], rejected=pair[1],
                    source=where)
