@@ -41,7 +41,7 @@ class JsonlLogCallback(TrainerCallback):
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & set(logs)):
+        if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & set(logs)) or "train_loss" in logs:
             return  # the end-of-training summary goes to all_results.json instead
         elapsed = time.time() - self.start
         done = max(state.global_step - self.start_step, 1)
@@ -55,6 +55,10 @@ class JsonlLogCallback(TrainerCallback):
         }
         if "num_input_tokens_seen" in logs:
             record["num_input_tokens_seen"] = logs["num_input_tokens_seen"]
+        # stage metrics (rewards/accuracies, rewards/margins, logps, kl, ...) ride along
+        skip = {"loss", "eval_loss", "learning_rate", "epoch", "grad_norm", "num_input_tokens_seen",
+                "train_runtime", "train_tokens_per_second"}
+        record.update({k: v for k, v in logs.items() if k not in skip and isinstance(v, (int, float))})
         record = {k: v for k, v in record.items() if v is not None}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -41,7 +41,8 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path, keys:
         ax.set_ylabel(key)
         ax.legend()
         fig.tight_layout()
-        path = Path(output_dir) / ("training_loss.png" if key == "loss" else f"training_{key}.png")
+        name = key.replace("/", "_")  # rewards/accuracies -> training_rewards_accuracies.png
+        path = Path(output_dir) / ("training_loss.png" if key == "loss" else f"training_{name}.png")
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
