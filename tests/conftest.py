@@ -51,6 +51,16 @@ def tiny_tokenizer(tiny_path):
     return AutoTokenizer.from_pretrained(tiny_path)
 
 
+@pytest.fixture(scope="session")
+def identity_adapter(tmp_path_factory) -> Path:
+    """The identity-trained LoRA adapter (name Forge) that chat, API, predict and export tests share:
+    trained once per test session."""
+    from e2e.helpers import train
+
+    return train(tmp_path_factory.mktemp("identity"), finetuning_type="lora", lora_rank=16, learning_rate=5e-3,
+                 num_train_epochs=15)
+
+
 def run_cli(*args: str, cwd: str | Path | None = None, stdin: str | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m tuneforge ...` as a user would, capturing output."""

@@ -7,12 +7,6 @@ import pytest
 from e2e.helpers import train
 
 
-@pytest.fixture(scope="module")
-def identity_adapter(tmp_path_factory):
-    return train(tmp_path_factory.mktemp("chat"), finetuning_type="lora", lora_rank=16, learning_rate=5e-3,
-                 num_train_epochs=15)
-
-
 def engine_for(*adapters, **keys):
     from tuneforge.config.load import load
     from tuneforge.infer.engine import create_engine

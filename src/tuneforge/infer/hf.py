@@ -13,6 +13,13 @@ from tuneforge.data.templates import get_template
 from tuneforge.infer.engine import Response
 
 
+def as_list(stop: Any) -> list[str]:
+    """OpenAI's `stop` is a string or a list of strings."""
+    if not stop:
+        return []
+    return [stop] if isinstance(stop, str) else [str(s) for s in stop]
+
+
 class HFEngine:
     backend = "huggingface"
 
@@ -58,9 +65,9 @@ class HFEngine:
             kwargs["length_penalty"] = g.length_penalty
         if do_sample:
             kwargs.update(temperature=temperature, top_p=g.top_p, top_k=g.top_k)
-        stop = overrides.pop("stop", None)
+        stop = as_list(overrides.pop("stop", None))
         if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            kwargs.update(stop_strings=stop, tokenizer=self.tokenizer)
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return kwargs
 
@@ -69,7 +76,7 @@ class HFEngine:
                  **overrides: Any) -> list[Response]:
         import torch
 
-        stop = overrides.get("stop")
+        stop = as_list(overrides.get("stop"))
         inputs = self._encode([self.prompt_text(messages, system, tools)] * n)
         kwargs = self.generation_kwargs(**overrides)
         with self.lock, torch.inference_mode():
@@ -96,28 +103,62 @@ class HFEngine:
 
     def stream_chat(self, messages: list[Message], system: str | None = None, tools: str | None = None,
                     **overrides: Any) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+        """Yield answer text as it is generated. Stops at stop strings (not yielded); closing the
+        generator early cancels generation so the engine is free for the next caller."""
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        stop = as_list(overrides.get("stop"))
         inputs = self._encode([self.prompt_text(messages, system, tools)])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, timeout=600,
                                         skip_special_tokens=self.cfg.generate.skip_special_tokens)
-        kwargs = dict(**inputs, streamer=streamer, **self.generation_kwargs(**overrides))
+        cancelled = threading.Event()
+
+        class Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancelled.is_set()
+
+        kwargs = dict(**inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([Cancel()]),
+                      **self.generation_kwargs(**overrides))
+        failure: list[BaseException] = []
 
         def work() -> None:
             import torch
 
-            with self.lock, torch.inference_mode():
-                self.model.generate(**kwargs)
+            try:
+                with self.lock, torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                failure.append(exc)
+                streamer.end()
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        first = True
-        for piece in streamer:
-            if first:
-                piece, first = piece.lstrip(), False
-            if piece:
-                yield piece
-        thread.join()
+        text, sent = "", 0
+        try:
+            for piece in streamer:
+                text += piece
+                cut = min((text.find(w) for w in stop if w in text), default=-1)
+                if cut >= 0:
+                    text = text[:cut]
+                    cancelled.set()
+                # hold back a tail that could be the start of a stop string
+                # and trailing whitespace (the final answer is stripped, as chat() strips it)
+                hold = max((len(w) - 1 for w in stop), default=0) if cut < 0 else 0
+                body = text.lstrip()
+                ready = body[:len(body) - hold].rstrip()
+                if len(ready) > sent:
+                    yield ready[sent:]
+                    sent = len(ready)
+                if cut >= 0:
+                    break
+            rest = text.lstrip()[sent:].rstrip()
+            if rest:
+                yield rest
+        finally:
+            cancelled.set()
+            thread.join()
+        if failure:
+            raise failure[0]
 
     def batch_generate(self, conversations: list[list[Message]], system: str | None = None, batch_size: int = 8,
                        **overrides: Any) -> list[str]:
