@@ -100,7 +100,7 @@ CASES = [
     Case("misspelt_key", ("train.yaml", "unknown key 'learning_rat'", "did you mean 'learning_rate'"),
          config={"learning_rat": 1e-4}),
     Case("lf_key_unsupported", ("train.yaml", "'quantization_bit'", "not support"), config={"quantization_bit": 4}),
-    Case("unsupported_stage", ("train.yaml", "stage 'dpo'", "not supported", "sft, pt"), config={"stage": "dpo"}),
+    Case("unsupported_stage", ("train.yaml", "no stage 'simpo'", "pref_loss: simpo"), config={"stage": "simpo"}),
     Case("negative_lora_rank", ("train.yaml", "'lora_rank'", "greater than 0", "-1"), config={"lora_rank": -1}),
     Case("finetuning_type_qlora", ("train.yaml", "'finetuning_type'", "'qlora'", "lora"),
          config={"finetuning_type": "qlora"}),

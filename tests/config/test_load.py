@@ -58,8 +58,10 @@ def test_misspelt_key_suggests_the_right_one():
 def test_known_but_unsupported_lf_keys_say_so():
     with pytest.raises(ConfigError, match="'quantization_bit' is a LLaMA-Factory key tuneforge does not support yet"):
         cfg_of(quantization_bit=4)
-    with pytest.raises(ConfigError, match="stage 'dpo' is not supported yet"):
-        cfg_of(stage="dpo")
+    with pytest.raises(ConfigError, match="there is no stage 'orpo'; use stage: dpo with pref_loss: orpo"):
+        cfg_of(stage="orpo")
+    with pytest.raises(ConfigError, match="'stage': must be 'sft', 'pt', 'rm', 'dpo'"):
+        cfg_of(stage="sft2")
     cfg_of(packing=False, quantization_bit=None)  # switched off: accepted
 
 

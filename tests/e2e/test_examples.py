@@ -11,9 +11,24 @@ from conftest import LF_DATA, REPO, SHARED, need_shared, run_cli
 
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml"))
 TRAINING = [p for p in EXAMPLES if yaml.safe_load(p.read_text()).get("do_train")]
-CHAT = [p for p in EXAMPLES if not yaml.safe_load(p.read_text()).get("do_train")]
+EXPORT = [p for p in EXAMPLES if yaml.safe_load(p.read_text()).get("export_dir")]
+CHAT = [p for p in EXAMPLES if not yaml.safe_load(p.read_text()).get("do_train") and p not in EXPORT]
 FAST = ["max_steps=3", "save_strategy=no", "cutoff_len=128", "max_samples=16", "logging_steps=1",
         "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "eval_steps=2"]
+
+
+REWARD_EXAMPLE = REPO / "examples" / "train_lora" / "qwen2_5_lora_reward.yaml"
+
+
+def tiny_reward_model(path: Path, tmp_path: Path) -> list[str]:
+    """Examples with `reward_model:` (ppo, grpo, rloo) get a tiny one, trained by the rm example, and short answers."""
+    if not yaml.safe_load(path.read_text()).get("reward_model"):
+        return []
+    rm = tmp_path / "rm"
+    result = run_cli("train", str(REWARD_EXAMPLE), "model_name_or_path=tuneforge/tiny", f"dataset_dir={LF_DATA}",
+                     f"output_dir={rm}", *FAST, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [f"reward_model={rm}", "max_new_tokens=16"]
 
 
 def test_examples_exist():
@@ -26,7 +41,7 @@ def test_training_example_runs(path: Path, tmp_path):
     need_shared()
     out = tmp_path / "out"
     result = run_cli("train", str(path), "model_name_or_path=tuneforge/tiny", f"dataset_dir={LF_DATA}",
-                     f"output_dir={out}", *FAST, cwd=tmp_path)
+                     f"output_dir={out}", *FAST, *tiny_reward_model(path, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "trainer_log.jsonl").is_file() and (out / "all_results.json").is_file()
     assert (out / "training_args.yaml").is_file()
@@ -43,6 +58,21 @@ def test_chat_example_runs(path: Path, tmp_path):
                      "max_new_tokens=8", "template=qwen3_nothink", cwd=tmp_path, stdin="hi\n你好\n")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Assistant:") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXPORT, ids=lambda p: str(p.relative_to(REPO / "examples")))
+def test_export_example_runs(path: Path, tmp_path):
+    adapter = tmp_path / "adapter"
+    trained = run_cli("train", str(REPO / "examples" / "demo" / "identity_lora.yaml"), f"output_dir={adapter}",
+                      "max_steps=2", "save_strategy=no", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "export"
+    result = run_cli("export", str(path), "model_name_or_path=tuneforge/tiny", f"adapter_name_or_path={adapter}",
+                     f"export_dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(out.glob("*.safetensors")) and (out / "tokenizer.json").is_file()
+    assert (out / "generation_config.json").is_file()
 
 
 @pytest.mark.slow

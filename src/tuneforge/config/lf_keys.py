@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Stages that exist in LLaMA-Factory and are planned here.
 # Stages tuneforge knows but does not run yet (entries leave this set as their stage lands).
-STAGES_LATER = {"rm", "dpo", "kto", "ppo", "grpo", "rloo"}
+STAGES_LATER: set[str] = set()
 # Stage names users try that are spelt differently here.
 STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stage: dpo with pref_loss: simpo",
                "kto_pair": "use stage: kto"}

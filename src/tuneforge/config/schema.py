@@ -207,8 +207,11 @@ class PreferenceConfig(Section):
     ppo_target: float = 6.0
     ppo_whiten_rewards: bool = False
     num_generations: int = Field(4, ge=2)
+    # grpo/rloo: plain Python reward functions beside (or instead of) reward_model, each
+    # "package.module:function" or "path/to/file.py:function" (trl's reward_funcs signature).
+    reward_funcs: list[str] | None = None
 
-    @field_validator("ref_model_adapters", "reward_model_adapters", mode="before")
+    @field_validator("ref_model_adapters", "reward_model_adapters", "reward_funcs", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return split_list(v)

@@ -33,7 +33,10 @@ class StageContext:
 
 
 def stage_module(stage: str) -> ModuleType:
+    name = f"tuneforge.stages.{stage}"
     try:
-        return importlib.import_module(f"tuneforge.stages.{stage}")
-    except ModuleNotFoundError:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise  # a real import error inside the stage must not look like a missing stage
         raise ConfigError(f"stage '{stage}' is not supported yet") from None
