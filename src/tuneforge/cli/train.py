@@ -32,6 +32,9 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     cfg, notes = load(config_path, overrides)
     for text in notes:
         note(text)
+    runner = stage_module(cfg.method.stage)
+    if hasattr(runner, "check"):  # stage settings that need no weights: fail before anything loads
+        runner.check(cfg)
     resume = check_output_dir(cfg)
     precision = choose_precision(cfg)
     if precision.note:
@@ -57,7 +60,6 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if data.dropped:
         note(f"dropped {data.dropped} samples with no trained token left within cutoff_len {cfg.data.cutoff_len}")
 
-    runner = stage_module(stage)
     if hasattr(runner, "build_model"):  # e.g. rm: a causal LM with a value head
         model = runner.build_model(cfg, precision)
     else:

@@ -66,6 +66,10 @@ def clear_previous_run(output_dir: str | Path) -> None:
 
     for path in checkpoints(output_dir):
         shutil.rmtree(path)
-    log = Path(output_dir) / "trainer_log.jsonl"
-    if log.is_file():
-        log.unlink()
+    out = Path(output_dir)
+    stale = ["trainer_log.jsonl", "adapter_model.safetensors", "adapter_config.json", "value_head.safetensors",
+             "model.safetensors", "model.safetensors.index.json", "all_results.json", "train_results.json",
+             "eval_results.json", "trainer_state.json", "generated_predictions.jsonl", "predict_results.json"]
+    for path in [out / name for name in stale] + list(out.glob("model-*-of-*.safetensors")) + list(out.glob("training_*.png")):
+        if path.is_file():
+            path.unlink()

@@ -1,0 +1,114 @@
+"""KTO: trl's KTOTrainer on our pre-tokenized prompt_ids / completion_ids / label (data/encode/preference.py).
+
+What is written here, and why (trl 1.16 does everything else: loss, KL term, reference pass, metrics):
+- trl's dataset preparation always starts from text (`prompt`/`completion`) and re-tokenizes it, adding
+  the tokenizer's eos to plain-text completions. Our rows are already tokenized by our template, and
+  every completion already ends with the template's stop token, so `_prepare_dataset` keeps them as
+  they are and only adds what trl's loss needs: the mismatched completions for the KL estimate.
+- trl estimates the KL term from each prompt paired with its batch neighbour's completion and therefore
+  reads the data in order. Datasets often list a prompt's good and bad answer side by side (kto_demo
+  does), which would pair a prompt with its own other answer; the rows are shuffled once (seeded).
+- `pref_ftx` (LLaMA-Factory's SFT term on desirable answers) is not in trl's KTO loss; it is added from
+  the log-probabilities trl's own policy forward already computed, so it costs no extra pass.
+- The reference is the base model with the LoRA adapter disabled (see trl_shared).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.schema import RunConfig
+from tuneforge.stages import StageContext
+from tuneforge.stages.common import StageResult, run_trainer
+from tuneforge.stages.trl_shared import note, reference_model, trl_config, use_disabled_adapter_as_reference
+
+PLOT_KEYS = ("loss", "eval_loss", "rewards/margins", "kl")
+
+
+def _trainer_class() -> Any:
+    from trl import KTOTrainer
+
+    class TuneforgeKTOTrainer(KTOTrainer):
+        def __init__(self, *args: Any, ftx: float = 0.0, **kwargs: Any):
+            self.ftx = ftx
+            super().__init__(*args, **kwargs)
+            use_disabled_adapter_as_reference(self.model)
+
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+            if "prompt_ids" not in dataset.column_names:  # text rows: trl's own preparation
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if dataset_name == "train":
+                dataset = dataset.shuffle(seed=args.seed).flatten_indices()
+            if self.calculate_KL:
+                # (x_1, y_1) ... (x_n, y_n) -> KL pairs (x_1, y_n), (x_2, y_1), ... within each training batch,
+                # the batches trl's sequential sampler will form.
+                def rotate(batch: dict[str, list]) -> dict[str, list]:
+                    answers = batch["completion_ids"]
+                    return {"KL_completion_ids": answers[-1:] + answers[:-1]}
+
+                dataset = dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+            return dataset
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if not self.ftx:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            policy_outputs: list[Any] = []
+
+            def keep_policy_pass(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+                # the first forward on the batch's own input_ids is the policy pass (the KL pass uses
+                # KL_input_ids; the reference pass comes after it)
+                if kwargs.get("input_ids") is inputs["input_ids"] and not policy_outputs:
+                    policy_outputs.append(output)
+
+            handle = model.register_forward_hook(keep_policy_pass, with_kwargs=True)
+            try:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                handle.remove()
+            loss, outputs = result if return_outputs else (result, None)
+            desirable = inputs["label"].bool()
+            if policy_outputs and desirable.any():
+                mask = inputs["completion_mask"][:, 1:].to(policy_outputs[0].log_probs.dtype)
+                log_probs = policy_outputs[0].log_probs[:, -mask.shape[1]:]
+                nll = -(log_probs * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+                sft = nll[desirable.to(nll.device)].mean()
+                loss = loss + self.ftx * sft
+                mode = "train" if self.model.training else "eval"
+                self._metrics[mode]["sft_loss"].append(sft.detach().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return TuneforgeKTOTrainer
+
+
+def check(cfg: RunConfig) -> None:
+    """Mistakes found without loading any weights (run by `run` first; the CLI may call it earlier)."""
+    if cfg.train.per_device_train_batch_size < 2:
+        raise ConfigError("stage kto needs per_device_train_batch_size >= 2: its KL term pairs each prompt with "
+                          "another sample's answer from the same batch (raise it and lower "
+                          "gradient_accumulation_steps to keep the effective batch)")
+
+
+def run(ctx: StageContext) -> StageResult:
+    from trl import KTOConfig
+
+    check(ctx.cfg)
+    pref = ctx.cfg.pref
+    labels = ctx.data.train["label"]
+    desirable, undesirable = sum(labels), len(labels) - sum(labels)
+    balance = pref.kto_chosen_weight * desirable / max(pref.kto_rejected_weight * undesirable, 1)
+    if undesirable and desirable and not 1 <= balance <= 4 / 3:  # the KTO paper's advice (its eq. 8)
+        note(f"kto: {desirable} desirable vs {undesirable} undesirable samples; the KTO paper advises "
+             "kto_chosen_weight x desirable / (kto_rejected_weight x undesirable) between 1 and 4/3, here "
+             f"{balance:.2f}")
+    args = trl_config(
+        KTOConfig, ctx.args, beta=pref.pref_beta, desirable_weight=pref.kto_chosen_weight,
+        undesirable_weight=pref.kto_rejected_weight, max_length=None,  # rows are already cut to cutoff_len
+        train_sampling_strategy="sequential",  # the KL pairs are fixed per batch (see _prepare_dataset)
+    )
+    ref = reference_model(ctx.cfg, ctx.precision)
+    result = run_trainer(args, ctx.model, ctx.tokenizer, ctx.data, None, ctx.resume,
+                         trainer_class=_trainer_class(), ref_model=ref, ftx=pref.pref_ftx)
+    result.plot_keys = PLOT_KEYS
+    return result
