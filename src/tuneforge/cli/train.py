@@ -22,6 +22,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.data.dataset import build_datasets
     from tuneforge.data.templates import get_template
     from tuneforge.data.templates.check import compare_with_tokenizer
+    from tuneforge.evaluate.predict import maybe_predict
     from tuneforge.model.adapters import apply_method, count_parameters
     from tuneforge.model.load import choose_precision, load_model, load_tokenizer
     from tuneforge.stages import StageContext, stage_module
@@ -32,6 +33,8 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     cfg, notes = load(config_path, overrides)
     for text in notes:
         note(text)
+    if not cfg.train.do_train:  # LLaMA-Factory predicts through `train` with do_train: false
+        return maybe_predict(cfg, log=note)
     runner = stage_module(cfg.method.stage)
     if hasattr(runner, "check"):  # stage settings that need no weights: fail before anything loads
         runner.check(cfg)
@@ -85,3 +88,4 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if result.eval_metrics and "eval_loss" in result.eval_metrics:
         summary += f", eval_loss {result.eval_metrics['eval_loss']:.4f}"
     note(f"{summary}; saved to {cfg.train.output_dir}")
+    maybe_predict(cfg, log=note)

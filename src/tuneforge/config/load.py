@@ -256,6 +256,8 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
             hint = f"; did you mean '{guess[0]}'?" if guess else ""
             raise ConfigError(f"{where}: 'template': unknown template '{d.template}'{hint} "
                               f"(known: {', '.join(template_names())})")
+    if t.do_predict and not t.predict_with_generate:
+        raise ConfigError(f"{where}: do_predict needs predict_with_generate: true")
     if t.bf16 and t.fp16:
         raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
     if t.do_train and not d.dataset:

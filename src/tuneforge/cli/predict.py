@@ -1,0 +1,21 @@
+"""`tuneforge predict CONFIG [key=value ...]`: generate answers for eval_dataset and score BLEU/ROUGE.
+
+Writes output_dir/generated_predictions.jsonl and output_dir/predict_results.json (see
+`tuneforge.evaluate.predict`). Nothing trains: do_train is forced off, and do_predict /
+predict_with_generate are implied by the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_predict(config_path: Path, overrides: list[str]) -> None:
+    from tuneforge.cli.train import note
+    from tuneforge.config.load import load
+    from tuneforge.evaluate.predict import run_prediction
+
+    cfg, notes = load(config_path, ["do_train=false", *overrides])
+    for text in notes:
+        note(text)
+    run_prediction(cfg, log=note)

@@ -1,0 +1,1 @@
+"""After training: BLEU/ROUGE of generated answers (`predict`) and multiple-choice benchmarks (`eval`)."""
