@@ -103,6 +103,7 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # trl's trainers report usage unless told not to
 
 
 def run() -> None:
