@@ -115,3 +115,11 @@ def test_llamafactory_dataset_info_loads_unchanged(tiny_tokenizer, tmp_path, mon
     assert set(built.report.counts) == set(LF_SFT) and len(built.train) == sum(built.report.counts.values())
     pt = build_datasets(data.model_copy(update={"dataset": ["c4_demo", "wiki_demo"]}), template, "pt")
     assert len(pt.train) > 10 and max(len(x) for x in pt.train["input_ids"]) == 256
+
+
+def test_identity_without_a_name_is_an_error():
+    with pytest.raises(DataError, match=r"identity.json record 0: has the \{\{name\}\} and \{\{author\}\} placeholder; "
+                                        "set identity_name and identity_author"):
+        load_examples(DataConfig(), ["identity"], "sft")
+    with pytest.raises(DataError, match="set identity_author"):
+        load_examples(DataConfig(identity_name="X"), ["identity"], "sft")

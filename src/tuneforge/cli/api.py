@@ -60,10 +60,14 @@ def run_api(config_path: Path, overrides: list[str]) -> None:
     api_key = os.environ.get("API_KEY") or None
     model_name = os.environ.get("API_MODEL_NAME", "").strip() or default_model_name(cfg)
 
-    import uvicorn
+    try:
+        import uvicorn
 
+        from tuneforge.serve.api import create_app
+    except ImportError as exc:
+        raise ConfigError(f"tuneforge api needs the api extra: pip install 'tuneforge[api]' ({exc.name} is "
+                          "missing)") from None
     from tuneforge.infer.engine import create_engine
-    from tuneforge.serve.api import create_app
 
     engine = create_engine(cfg)
     app = create_app(engine, model_name, api_key)

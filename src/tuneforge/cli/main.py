@@ -41,7 +41,7 @@ def env() -> None:
 
 @app.command()
 def train(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
-    """Fine-tune (stage sft or pt; lora, freeze or full) as the YAML says."""
+    """Fine-tune as the YAML says (stage sft, pt, rm, dpo, kto, ppo, grpo or rloo; lora, freeze or full)."""
     from tuneforge.cli.train import run_train
 
     run_train(config, overrides or [])

@@ -246,6 +246,12 @@ def _check_training_values(cfg: RunConfig, where: str) -> None:
                                   "or set report_to: none")
 
 
+def builtin_names() -> list[str]:
+    from tuneforge.data.registry import builtin_names as names
+
+    return names()
+
+
 def _check_consistency(cfg: RunConfig, where: str) -> None:
     t, d = cfg.train, cfg.data
     if d.template is not None:
@@ -262,7 +268,7 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
     if t.do_train and not d.dataset:
         raise ConfigError(f"{where}: 'dataset' is required for training (a name from dataset_info.json "
-                          "or a built-in one: identity, alpaca_demo, sharegpt_demo)")
+                          f"or a built-in one: {', '.join(builtin_names())})")
     if t.do_train and not t.output_dir:
         raise ConfigError(f"{where}: 'output_dir' is required for training")
     if t.eval_strategy != "no" and not (d.val_size or d.eval_dataset):

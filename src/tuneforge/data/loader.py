@@ -77,6 +77,12 @@ def load_examples(data: DataConfig, names: list[str], stage: str, *, seed: int =
             where = f"{source} {label}"
             if placeholders:
                 row = fill_placeholders(row, placeholders)
+            if seen <= 20:  # identity-style data: unfilled placeholders would be learned literally
+                missing = [k for k in ("name", "author") if k not in placeholders and "{{%s}}" % k in str(row)]
+                if missing:
+                    raise DataError(f"has the {' and '.join('{{%s}}' % k for k in missing)} placeholder; set "
+                                    f"{' and '.join('identity_' + k for k in missing)} in the config",
+                                    source=where)
             try:
                 kept.append(convert(row, spec, stage, where))
             except DataError as exc:

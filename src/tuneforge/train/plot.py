@@ -36,7 +36,9 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path, keys:
         ax.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
         if len(values) > 1:
             ax.plot(steps, smooth(list(values)), color="#1f77b4", label="smoothed")
-        ax.set_title(f"{key} of {Path(output_dir).resolve().name}")
+        run = Path(output_dir).resolve().name
+        # the default font has no CJK glyphs: name the run only when it can be drawn
+        ax.set_title(f"{key} of {run}" if run.isascii() else key)
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         ax.legend()
