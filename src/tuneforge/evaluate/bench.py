@@ -38,12 +38,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tuneforge.evaluate import Log, stderr_note
 from tuneforge.config.errors import ConfigError, DataError
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.example import Message
@@ -71,11 +70,6 @@ WORDING = {
     "zh": Wording("以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n", "\n{letter}. {text}", "\n答案："),
 }
 
-Log = Callable[[str], None]
-
-
-def _stderr_note(text: str) -> None:
-    print(f"tuneforge: {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------- task files
@@ -415,7 +409,7 @@ def evaluate_task(task: Task, scorer: ChoiceScorer, lang: str, n_shot: int, mode
 
 
 def run_benchmark(cfg: RunConfig, *, scorer: ChoiceScorer | None = None,
-                  log: Log | None = _stderr_note) -> tuple[BenchResult, Path, Path]:
+                  log: Log | None = stderr_note) -> tuple[BenchResult, Path, Path]:
     """Check save_dir and every task file, load the model (unless `scorer` is given), score, write results."""
     e, where = cfg.eval, cfg.source or "config"
     if not e.task:

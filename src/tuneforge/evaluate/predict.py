@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.evaluate import Log, stderr_note
 from tuneforge.config.errors import ConfigError, DataError
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.example import TRAINED_ROLES, Example
@@ -38,11 +37,6 @@ RESULTS_FILE = "predict_results.json"
 # conversations per batch_generate call: progress is reported between calls (vLLM batches a call whole)
 CHUNK_BATCHES = 8
 
-Log = Callable[[str], None]
-
-
-def _stderr_note(text: str) -> None:
-    print(f"tuneforge: {text}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -153,7 +147,7 @@ def generate_answers(engine: Any, samples: list[Sample], batch_size: int,
     return [a or "" for a in answers], steps
 
 
-def run_prediction(cfg: RunConfig, *, engine: Any = None, log: Log | None = _stderr_note) -> PredictResult:
+def run_prediction(cfg: RunConfig, *, engine: Any = None, log: Log | None = stderr_note) -> PredictResult:
     """Generate for every eval sample, score, write the two files. `engine` (an `infer` engine) is
     created from cfg unless given."""
     from tuneforge.evaluate.metrics import similarity_scores
@@ -200,7 +194,7 @@ def run_prediction(cfg: RunConfig, *, engine: Any = None, log: Log | None = _std
     return PredictResult(metrics, predictions_path, results_path, rows)
 
 
-def maybe_predict(cfg: RunConfig, *, log: Log | None = _stderr_note) -> None:
+def maybe_predict(cfg: RunConfig, *, log: Log | None = stderr_note) -> None:
     """The `train` command's prediction step, LLaMA-Factory style.
 
     - do_train false: predict with the configured model (base + adapter_name_or_path); needs

@@ -74,7 +74,7 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
 
     from tuneforge.export.quantize import check_quantization
     from tuneforge.model.adapters import _check_adapter_dir
-    from tuneforge.model.load import _hub_error, resolve_model_path
+    from tuneforge.model.load import hub_errors, resolve_model_path
 
     e, m = cfg.export, cfg.model
     where = cfg.source or "config"
@@ -109,16 +109,9 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
 
     from transformers import AutoConfig
 
-    try:
+    with hub_errors("model config", m.model_name_or_path):
         config = AutoConfig.from_pretrained(base_path, trust_remote_code=m.trust_remote_code,
                                             revision=m.model_revision, cache_dir=m.cache_dir)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise ConfigError(f"model '{m.model_name_or_path}' ships its own code; set trust_remote_code: true "
-                              "if you trust it") from None
-        raise _hub_error("model config", m.model_name_or_path, exc) from None
-    except OSError as exc:
-        raise _hub_error("model config", m.model_name_or_path, exc) from None
     quantized = getattr(config, "quantization_config", None)
     if quantized:
         method = quantized.get("quant_method", "?") if isinstance(quantized, dict) else getattr(

@@ -38,7 +38,7 @@ def load_adapters(model: Any, paths: list[str], *, trainable_last: bool) -> Any:
 
 
 def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     adapters = model_cfg.adapter_name_or_path or []
     if adapters and not method.create_new_adapter:
@@ -49,17 +49,23 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
         for path in adapters:
             _check_adapter_dir(path)
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    available = linear_module_names(model)
+    return get_peft_model(model, lora_config(method, linear_module_names(model)))
+
+
+def lora_config(method: MethodConfig, available: list[str], *, task_type: str = "CAUSAL_LM",
+                extra_modules: tuple[str, ...] = ()) -> Any:
+    """peft LoraConfig from the method settings; `lora_target: all` = every linear layer in `available`."""
+    from peft import LoraConfig
+
     targets = available if method.lora_target == ["all"] else method.lora_target
     missing = [t for t in targets if t not in available]
     if missing:
         raise ConfigError(f"lora_target {', '.join(missing)} matches no linear layer of this model "
                           f"(it has: {', '.join(available)}; or use 'all')")
-    config = LoraConfig(task_type="CAUSAL_LM", r=method.lora_rank, lora_alpha=method.lora_alpha,
-                        lora_dropout=method.lora_dropout, target_modules=targets,
-                        modules_to_save=method.additional_target, use_rslora=method.use_rslora,
-                        use_dora=method.use_dora)
-    return get_peft_model(model, config)
+    to_save = [*extra_modules, *(method.additional_target or [])] or None
+    return LoraConfig(task_type=task_type, r=method.lora_rank, lora_alpha=method.lora_alpha,
+                      lora_dropout=method.lora_dropout, target_modules=targets, modules_to_save=to_save,
+                      use_rslora=method.use_rslora, use_dora=method.use_dora)
 
 
 def apply_freeze(model: Any, method: MethodConfig) -> Any:

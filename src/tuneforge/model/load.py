@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,21 +45,27 @@ def _hub_error(what: str, name: str, exc: Exception) -> ConfigError:
                        f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'} ({first})")
 
 
+@contextmanager
+def hub_errors(what: str, name: str) -> Iterator[None]:
+    """from_pretrained failures a user can cause -> one ConfigError line."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ConfigError(f"model '{name}' ships its own code; set trust_remote_code: true if you trust it") from None
+        raise _hub_error(what, name, exc) from None
+    except OSError as exc:
+        raise _hub_error(what, name, exc) from None
+
+
 def load_tokenizer(cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model_path(cfg.model_name_or_path)
-    try:
+    with hub_errors("tokenizer", cfg.model_name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
                                                   use_fast=cfg.use_fast_tokenizer, revision=cfg.model_revision,
                                                   cache_dir=cfg.cache_dir, split_special_tokens=cfg.split_special_tokens)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise ConfigError(f"model '{cfg.model_name_or_path}' ships its own code; set trust_remote_code: true "
-                              "if you trust it") from None
-        raise _hub_error("tokenizer", cfg.model_name_or_path, exc) from None
-    except OSError as exc:
-        raise _hub_error("tokenizer", cfg.model_name_or_path, exc) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.model_max_length:

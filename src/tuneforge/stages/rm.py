@@ -33,10 +33,9 @@ def _is_reward_adapter(path: str) -> bool:
 def _apply_lora(model: Any, cfg: RunConfig) -> Any:
     """LoRA on the decoder's linear layers; the head trains in full (modules_to_save) and is saved with the adapter.
     adapters.apply_lora builds a CAUSAL_LM adapter, which would neither train nor save the head, hence this one."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    from tuneforge.config.errors import ConfigError
-    from tuneforge.model.adapters import linear_module_names, load_adapters
+    from tuneforge.model.adapters import linear_module_names, load_adapters, lora_config
     from tuneforge.model.reward import merge_adapters
 
     method = cfg.method
@@ -45,16 +44,7 @@ def _apply_lora(model: Any, cfg: RunConfig) -> Any:
         return load_adapters(model, adapters, trainable_last=True)  # continue training a reward adapter
     model = merge_adapters(model, adapters, "adapter_name_or_path")  # e.g. the SFT adapter this rm starts from
     available = [name for name in linear_module_names(model) if name != HEAD]
-    targets = available if method.lora_target == ["all"] else method.lora_target
-    missing = [t for t in targets if t not in available]
-    if missing:
-        raise ConfigError(f"lora_target {', '.join(missing)} matches no linear layer of this model "
-                          f"(it has: {', '.join(available)}; or use 'all')")
-    config = LoraConfig(task_type="SEQ_CLS", r=method.lora_rank, lora_alpha=method.lora_alpha,
-                        lora_dropout=method.lora_dropout, target_modules=targets,
-                        modules_to_save=[HEAD, *(method.additional_target or [])], use_rslora=method.use_rslora,
-                        use_dora=method.use_dora)
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(method, available, task_type="SEQ_CLS", extra_modules=(HEAD,)))
 
 
 def build_model(cfg: RunConfig, precision: Precision) -> Any:
