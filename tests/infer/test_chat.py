@@ -49,3 +49,17 @@ def test_stacked_adapters_and_script_mode(identity_adapter, tmp_path):
     out: list[str] = []
     answer_lines(engine, ["你是谁\n", "\n", "Who are you?\n"], None, write=out.append)
     assert len(out) == 4 and out[0] == "User: 你是谁" and "Forge" in out[1] and "Forge" in out[3]
+
+
+def test_vllm_backend_without_vllm_is_one_line(tmp_path):
+    import importlib.util
+
+    from conftest import run_cli, write_yaml
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here; this checks the message when it is not")
+    cfg = write_yaml(tmp_path / "chat.yaml", model_name_or_path="tuneforge/tiny", template="qwen3_nothink",
+                     infer_backend="vllm")
+    result = run_cli("chat", str(cfg), stdin="hi\n")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: infer_backend: vllm needs vLLM")
