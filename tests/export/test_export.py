@@ -27,7 +27,7 @@ import torch
 
 from conftest import run_cli, write_yaml
 from tuneforge.config.errors import ConfigError
-from tuneforge.data.example import Example, Message
+from tuneforge.data.example import Example
 from tuneforge.data.templates import get_template
 
 PROMPTS = ["Who are you?", "你是谁？请介绍一下你自己。", "What can Tuneforge Lab do for me?"]
@@ -82,22 +82,11 @@ TEMPLATE_FAMILY = {"qwen": "qwen", "qwen3_nothink": "qwen", "qwen3": "qwen", "ll
                    "phi": "phi", "deepseek3": "deepseek", "deepseekr1": "deepseek", "alpaca": "alpaca",
                    "default": "tiny"}
 
-SYSTEM = "You are a helpful assistant. 请用简体中文回答。"
+from template_probes import PROBES as SHARED_PROBES  # noqa: E402
+from template_probes import chat  # noqa: E402
 
-
-def chat(*texts: str, system: str | None = None) -> Example:
-    return Example(messages=[Message(("user", "assistant")[i % 2], t) for i, t in enumerate(texts)], system=system)
-
-
-PROBES = {
-    "single": chat("Hi there", "Hello! How can I help?"),
-    "single-system": chat("你好，请介绍一下你自己。", "我是一个乐于助人的助手。", system=SYSTEM),
-    "multi": chat("你好", "你好！有什么可以帮你？", "What is 2+2?", "2+2 = 4.\n就是四。"),
-    "multi-system": chat("把这句话翻译成英文：今天天气很好。", "The weather is nice today.",
-                         "Now in French, please.", "Il fait beau aujourd'hui.", system=SYSTEM),
-    "whitespace": chat("  第一行\n第二行 \n", "\n 回答：好的。  ", "再来一次", " OK "),
-    "thoughts": chat("1+1等于几？", "<think>\n加法\n</think>\n\n2", "再乘以3呢？", "<think>\n2*3=6\n</think>\n\n6"),
-}
+PROBES = {**SHARED_PROBES,
+          "thoughts": chat("1+1等于几？", "<think>\n加法\n</think>\n\n2", "再乘以3呢？", "<think>\n2*3=6\n</think>\n\n6")}
 
 
 def plain_messages(example: Example) -> list[dict[str, str]]:
