@@ -47,13 +47,19 @@ def test_training_example_runs(path: Path, tmp_path):
     assert (out / "training_args.yaml").is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", CHAT, ids=lambda p: str(p.relative_to(REPO / "examples")))
-def test_chat_example_runs(path: Path, tmp_path):
+def quick_adapter(tmp_path: Path) -> Path:
+    """A 2-step identity LoRA adapter on the tiny model, for examples that need one."""
     adapter = tmp_path / "adapter"
     trained = run_cli("train", str(REPO / "examples" / "demo" / "identity_lora.yaml"), f"output_dir={adapter}",
                       "max_steps=2", "save_strategy=no", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
+    return adapter
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CHAT, ids=lambda p: str(p.relative_to(REPO / "examples")))
+def test_chat_example_runs(path: Path, tmp_path):
+    adapter = quick_adapter(tmp_path)
     result = run_cli("chat", str(path), "model_name_or_path=tuneforge/tiny", f"adapter_name_or_path={adapter}",
                      "max_new_tokens=8", "template=qwen3_nothink", cwd=tmp_path, stdin="hi\n你好\n")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -63,10 +69,7 @@ def test_chat_example_runs(path: Path, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXPORT, ids=lambda p: str(p.relative_to(REPO / "examples")))
 def test_export_example_runs(path: Path, tmp_path):
-    adapter = tmp_path / "adapter"
-    trained = run_cli("train", str(REPO / "examples" / "demo" / "identity_lora.yaml"), f"output_dir={adapter}",
-                      "max_steps=2", "save_strategy=no", cwd=tmp_path)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    adapter = quick_adapter(tmp_path)
     out = tmp_path / "export"
     result = run_cli("export", str(path), "model_name_or_path=tuneforge/tiny", f"adapter_name_or_path={adapter}",
                      f"export_dir={out}", cwd=tmp_path)

@@ -32,8 +32,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.model.load import load_tokenizer
 
-    cfg, notes = load(config_path, overrides + ["do_train=false"] if not cfg_has_dataset(config_path, overrides)
-                      else overrides)
+    cfg, notes = load(config_path, overrides)
     for text in notes:
         note(text)
     tokenizer = load_tokenizer(cfg.model)
@@ -88,8 +87,3 @@ def show_row(tokenizer, row: dict, index: int) -> None:
         console.print(Text(f"[{key.removesuffix('_ids')}] ", style="bold") + show_sample(tokenizer, ids, ids))
     if "reference" in row and row["reference"]:
         console.print(Text("[reference answer, not trained] ", style="bold") + Text(row["reference"], style="dim"))
-
-
-def cfg_has_dataset(config_path: Path, overrides: list[str]) -> bool:
-    """data check needs no output_dir; only insist on what checking needs."""
-    return True

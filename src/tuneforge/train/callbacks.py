@@ -18,6 +18,13 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+def _timing(started: float, first_step: int, state: Any) -> tuple[float, float]:
+    """(elapsed, estimated remaining) seconds, from the steps done since this process started training."""
+    elapsed = time.time() - started
+    done = max(state.global_step - first_step, 1)
+    return elapsed, elapsed / done * max(state.max_steps - state.global_step, 0)
+
+
 class JsonlLogCallback(TrainerCallback):
     """Writes one JSON line per log event with LLaMA-Factory's keys (current_steps, total_steps,
     loss, eval_loss, lr, epoch, percentage, elapsed_time, remaining_time), so its users'
@@ -43,9 +50,7 @@ class JsonlLogCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & set(logs)) or "train_loss" in logs:
             return  # the end-of-training summary goes to all_results.json instead
-        elapsed = time.time() - self.start
-        done = max(state.global_step - self.start_step, 1)
-        remaining = elapsed / done * max(state.max_steps - state.global_step, 0)
+        elapsed, remaining = _timing(self.start, self.start_step, state)
         record = {
             "current_steps": state.global_step, "total_steps": state.max_steps,
             "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"),
@@ -83,8 +88,6 @@ class ConciseProgress(ProgressCallback):
             parts.append(f"eval_loss {logs['eval_loss']:.4f}")
         if "learning_rate" in logs:
             parts.append(f"lr {logs['learning_rate']:.2e}")
-        elapsed = time.time() - self.started
-        done = max(state.global_step - self.first_step, 1)
-        left = elapsed / done * max(state.max_steps - state.global_step, 0)
+        elapsed, left = _timing(self.started, self.first_step, state)
         parts.append(f"epoch {state.epoch or 0:.2f} | {_clock(elapsed)} elapsed, ~{_clock(left)} left")
         self.training_bar.write(" | ".join(parts))
