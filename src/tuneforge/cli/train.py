@@ -20,9 +20,11 @@ def note(text: str) -> None:
 def run_train(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.config.load import load
     from tuneforge.data.dataset import build_datasets
+    from tuneforge.data.packing import pack_dataset
     from tuneforge.data.templates import get_template
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.evaluate.predict import maybe_predict
+    from tuneforge.model import kernels
     from tuneforge.model.adapters import apply_method, count_parameters
     from tuneforge.model.load import choose_precision, load_model, load_tokenizer
     from tuneforge.stages import StageContext, stage_module
@@ -42,7 +44,9 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     precision = choose_precision(cfg)
     if precision.note:
         note(precision.note)
-    args = training_arguments(cfg, precision, has_eval=bool(cfg.data.val_size or cfg.data.eval_dataset))
+    fast = kernels.plan(cfg, precision.device)
+    args = training_arguments(cfg, precision, has_eval=bool(cfg.data.val_size or cfg.data.eval_dataset),
+                              fast=fast)
 
     tokenizer = load_tokenizer(cfg.model)
     stage = cfg.method.stage
@@ -62,11 +66,21 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         note(f"skipped {len(data.report.skipped)} bad records (bad_records: skip); first: {data.report.skipped[0]}")
     if data.dropped:
         note(f"dropped {data.dropped} samples with no trained token left within cutoff_len {cfg.data.cutoff_len}")
+    if fast.packing:
+        samples = len(data.train)
+        data.train = pack_dataset(data.train, cfg.data.cutoff_len)
+        data.eval = pack_dataset(data.eval, cfg.data.cutoff_len) if data.eval is not None else None
+        note(f"packing: {samples} samples -> {len(data.train)} rows of at most {cfg.data.cutoff_len} tokens")
 
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # adapter init (LoRA A, value heads) must repeat run to run, as the data order does
     if hasattr(runner, "build_model"):  # e.g. rm: a causal LM with a value head
         model = runner.build_model(cfg, precision)
     else:
-        model = apply_method(load_model(cfg, precision), cfg.method, cfg.model)
+        model = apply_method(load_model(cfg, precision, attn_implementation=fast.attn_implementation),
+                             cfg.method, cfg.model)
+    kernels.settle_loss(fast, cfg, model)
     trainable, total = count_parameters(model)
     note(f"{cfg.method.finetuning_type} on {cfg.model.model_name_or_path}: trainable {trainable:,} of {total:,} "
          f"parameters ({100 * trainable / total:.4f}%), device {precision.device}, "
@@ -75,8 +89,10 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if cfg.train.overwrite_output_dir and not resume:
         clear_previous_run(cfg.train.output_dir)
     write_run_config(cfg, cfg.train.output_dir)
+    if stage in kernels.PADDING_FREE_STAGES:
+        note(f"fast path: {fast.describe()}")
     ctx = StageContext(cfg=cfg, args=args, model=model, tokenizer=tokenizer, template=template, data=data,
-                       precision=precision, resume=resume)
+                       precision=precision, resume=resume, fast=fast)
     result = runner.run(ctx)
     if cfg.method.plot_loss:
         for path in plot_losses(result.log_history, cfg.train.output_dir, keys=result.plot_keys):

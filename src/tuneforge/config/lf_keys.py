@@ -15,7 +15,7 @@ STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stag
 
 _QUANT = "quantized training is planned"
 _MM = "multimodal models are planned"
-_FAST = "the fast path (padding-free batching, fused kernels) is planned"
+_FAST = "tuneforge keeps its own fast path (see enable_liger_kernel, fused_loss)"
 _OPTIM = "alternative optimizers are planned"
 
 LF_UNSUPPORTED: dict[str, str] = {
@@ -23,10 +23,9 @@ LF_UNSUPPORTED: dict[str, str] = {
     "quantization_bit": _QUANT, "quantization_method": _QUANT, "quantization_type": _QUANT,
     "double_quantization": _QUANT, "quantization_device_map": _QUANT,
     # speed / kernels
-    "use_unsloth": _FAST, "use_unsloth_gc": _FAST, "enable_liger_kernel": _FAST,
-    "packing": _FAST, "neat_packing": _FAST, "shift_attn": "S^2-attention is not planned",
+    "shift_attn": "S^2-attention is not planned",
     "mixture_of_depths": "mixture-of-depths conversion is not planned",
-    "rope_scaling": "RoPE scaling is planned", "block_diag_attn": _FAST,
+    "rope_scaling": "RoPE scaling is planned",
     "use_reentrant_gc": "non-reentrant checkpointing is always used", "upcast_layernorm": _FAST,
     "upcast_lmhead_output": _FAST, "train_from_scratch": "training from random weights is planned",
     "resize_vocab": "vocabulary resizing is planned", "new_special_tokens": "adding tokens is planned",

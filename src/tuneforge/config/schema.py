@@ -39,9 +39,18 @@ class ModelConfig(Section):
     split_special_tokens: bool = False
     # auto | sdpa | eager | fa2 | disabled (LLaMA-Factory's names) -> attn_implementation
     flash_attn: Literal["auto", "sdpa", "eager", "fa2", "disabled"] = "auto"
-    # LLaMA-Factory turns checkpointing on unless told otherwise; we turn it on only when asked
-    # (it costs ~30% speed); both spellings are accepted.
-    disable_gradient_checkpointing: bool = True
+    # LLaMA-Factory turns checkpointing on unless told otherwise (it costs ~30% speed). Here None
+    # (auto) turns it on only when the memory estimate (model/memory.py) exceeds the card;
+    # false forces it on, true off; `gradient_checkpointing: true` also forces it on.
+    disable_gradient_checkpointing: bool | None = None
+    # Liger's Triton kernels (fused linear+CE, RMSNorm, RoPE, SwiGLU): None = on when installed on CUDA.
+    enable_liger_kernel: bool | None = None
+    # Our chunked linear+cross-entropy (never materialises full logits) when Liger is not used.
+    fused_loss: bool = True
+    # LLaMA-Factory's unsloth switches: accepted; tuneforge's own fast path is always on, and
+    # use_unsloth_gc turns gradient checkpointing on.
+    use_unsloth: bool = False
+    use_unsloth_gc: bool = False
     infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     model_max_length: int | None = None
 
@@ -69,6 +78,13 @@ class DataConfig(Section):
     # Fills {{name}} / {{author}} in the identity dataset (and any dataset that uses them).
     identity_name: str | None = None
     identity_author: str | None = None
+    # sft/pt batches are padding-free rows (samples end to end, isolated by the attention kernel);
+    # false gives classic padded batches.
+    padding_free: bool = True
+    # Bin-pack samples into rows of cutoff_len tokens, still isolated (LLaMA-Factory's neat_packing
+    # semantics; both names accepted). per_device_train_batch_size then counts packed rows.
+    packing: bool = False
+    neat_packing: bool = False
     # error: stop at the first bad record (default). skip: drop bad records, report how many.
     bad_records: Literal["error", "skip"] = "error"
 

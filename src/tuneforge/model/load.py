@@ -113,14 +113,16 @@ def choose_precision(cfg: RunConfig) -> Precision:
     return Precision(load, bf16, fp16, device)
 
 
-def load_model(cfg: RunConfig, precision: Precision, *, for_training: bool = True) -> Any:
+def load_model(cfg: RunConfig, precision: Precision, *, for_training: bool = True,
+               attn_implementation: str | None = None) -> Any:
+    """`attn_implementation` (from model/kernels.py's plan) wins over the config's flash_attn."""
     from transformers import AutoModelForCausalLM
 
     m = cfg.model
     path = resolve_model_path(m.model_name_or_path)
     kwargs: dict[str, Any] = dict(dtype=precision.load_dtype, trust_remote_code=m.trust_remote_code,
                                   revision=m.model_revision, cache_dir=m.cache_dir)
-    attn = ATTENTION[m.flash_attn]
+    attn = attn_implementation or ATTENTION[m.flash_attn]
     if attn:
         kwargs["attn_implementation"] = attn
     try:

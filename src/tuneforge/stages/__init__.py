@@ -15,6 +15,7 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.dataset import EncodedData
 from tuneforge.data.templates import BoundTemplate
+from tuneforge.model.kernels import FastPath
 from tuneforge.model.load import Precision
 
 
@@ -30,6 +31,7 @@ class StageContext:
     data: EncodedData
     precision: Precision
     resume: str | None = None
+    fast: FastPath | None = None  # batching / attention / loss chosen for sft and pt (model/kernels.py)
 
 
 def stage_module(stage: str) -> ModuleType:

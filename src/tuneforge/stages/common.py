@@ -1,4 +1,4 @@
-"""What the sft and pt stages share: a Trainer on padded batches, then the standard outputs."""
+"""What every stage shares: run a Trainer, then write the standard outputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.data.dataset import EncodedData
-from tuneforge.model.load import Precision
 
 
 @dataclass
@@ -15,14 +14,6 @@ class StageResult:
     eval_metrics: dict[str, Any] | None
     log_history: list[dict[str, Any]]
     plot_keys: tuple[str, ...] = ("loss", "eval_loss")  # which logged values get a training_<key>.png
-
-
-def padded_collator(tokenizer: Any, precision: Precision) -> Any:
-    """Pads input_ids with pad and labels with -100 (padding never trains)."""
-    from transformers import DataCollatorForSeq2Seq
-
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100,
-                                  pad_to_multiple_of=8 if precision.device == "cuda" else None)
 
 
 def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collator: Any,

@@ -1,11 +1,22 @@
-"""Supervised fine-tuning: prompt tokens masked, answers trained (labels built in data/encode/supervised.py)."""
+"""Supervised fine-tuning: prompt tokens masked, answers trained (labels built in data/encode/supervised.py).
+
+Batches are padding-free rows (or packed rows) unless the config asks for padding; the loss is the
+chunked one when the model allows it (model/kernels.py decides, train/trainer.py applies).
+"""
 
 from __future__ import annotations
 
+from tuneforge.data.collate import PaddingFreeCollator, padded_collator
 from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult, padded_collator, run_trainer
+from tuneforge.stages.common import StageResult, run_trainer
+from tuneforge.train.trainer import CausalLMTrainer
 
 
 def run(ctx: StageContext) -> StageResult:
-    collator = padded_collator(ctx.tokenizer, ctx.precision)
-    return run_trainer(ctx.args, ctx.model, ctx.tokenizer, ctx.data, collator, ctx.resume)
+    fast = ctx.fast
+    if fast is not None and fast.padding_free:
+        collator = PaddingFreeCollator()
+    else:
+        collator = padded_collator(ctx.tokenizer, ctx.precision.device)
+    return run_trainer(ctx.args, ctx.model, ctx.tokenizer, ctx.data, collator, ctx.resume,
+                       trainer_class=CausalLMTrainer, fused_loss=bool(fast and fast.fused_loss))

@@ -6,10 +6,21 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
+from tuneforge.model.kernels import FastPath
 from tuneforge.model.load import Precision
 
 
-def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool) -> Any:
+def wants_checkpointing(cfg: RunConfig) -> bool | None:
+    """True/False when the config decides; None when it is ours to decide from the memory estimate."""
+    if cfg.train.gradient_checkpointing or cfg.model.use_unsloth_gc or cfg.model.disable_gradient_checkpointing is False:
+        return True
+    return False if cfg.model.disable_gradient_checkpointing else None
+
+
+def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, fast: FastPath | None = None,
+                       checkpointing: bool | None = None) -> Any:
+    """`fast` (model/kernels.py) says how batches are built; `checkpointing` is the decision for the
+    auto case (None: the config's own setting, off when it has none)."""
     from transformers import TrainingArguments
 
     t = cfg.train
@@ -25,10 +36,16 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool) 
         save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy=t.eval_strategy if has_eval else "no", eval_steps=t.eval_steps, seed=t.seed,
         report_to=t.report_to, use_cpu=t.use_cpu or precision.device == "cpu",
-        remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
-        logging_first_step=True,
+        remove_unused_columns=False, logging_first_step=True,
+        # padding-free rows hold no padding: every token counts (and pad == eos would undercount)
+        include_num_input_tokens_seen="all" if fast and fast.padding_free else "non_padding",
     )
-    if t.gradient_checkpointing or not cfg.model.disable_gradient_checkpointing:
+    if fast and fast.liger:
+        kwargs["use_liger_kernel"] = True
+    if precision.device == "cuda":  # collate in worker processes, copy from pinned memory
+        kwargs.update(dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_pin_memory=True)
+    decided = wants_checkpointing(cfg)
+    if decided if decided is not None else bool(checkpointing):
         # transformers 5.x renamed gradient_checkpointing to activation_checkpointing
         kwargs["activation_checkpointing"] = True
         kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}

@@ -1,0 +1,81 @@
+"""Batch collators: padded, and padding-free (our default for sft/pt).
+
+Padding-free: the samples of a micro-batch are laid end to end in one row of shape [1, T] with
+position ids restarting at 0 for every sample, plus the sample boundaries (`cu_seq_lens_*`, the
+names transformers' attention kernels read). The attention kernel keeps samples isolated (see
+model/attention.py); no padding token is ever computed.
+
+Written here rather than using transformers' DataCollatorWithFlattening because a row may already
+hold several samples (`packing: true`, data/packing.py): boundaries come from the row's own
+restarting `position_ids`, which that collator ignores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+IGNORE = -100
+
+
+def padded_collator(tokenizer: Any, device: str) -> Any:
+    """Pads input_ids with pad and labels with -100 (padding never trains)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE,
+                                  pad_to_multiple_of=8 if device == "cuda" else None)
+
+
+def _segments(feature: dict[str, Any]) -> list[int]:
+    """Lengths of the samples in one dataset row: one sample, or several when packed."""
+    positions = feature.get("position_ids")
+    if positions is None:
+        return [len(feature["input_ids"])]
+    starts = [i for i, p in enumerate(positions) if p == 0] or [0]
+    if starts[0] != 0:
+        starts.insert(0, 0)
+    ends = starts[1:] + [len(positions)]
+    return [e - s for s, e in zip(starts, ends)]
+
+
+@dataclass
+class PaddingFreeCollator:
+    """[{input_ids, labels[, position_ids]}, ...] -> one [1, T] row with per-sample positions.
+
+    The first label of every sample becomes -100: in a padded batch position 0 of a sample is never
+    predicted (nothing precedes it); here the token before it belongs to the previous sample, and
+    predicting across that boundary would leak. With this, the loss terms, and so the counts the
+    Trainer normalises by (`num_items_in_batch`), are exactly those of the padded batch.
+    """
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        input_ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        lengths: list[int] = []
+        for feature in features:
+            ids = list(feature["input_ids"])
+            labs = list(feature.get("labels", ids))
+            offset = 0
+            for length in _segments(feature):
+                if length == 0:
+                    continue
+                input_ids += ids[offset:offset + length]
+                labels += [IGNORE] + labs[offset + 1:offset + length]
+                positions += range(length)
+                lengths.append(length)
+                offset += length
+        if not lengths:
+            raise ValueError("padding-free collator got a batch with no tokens")
+        cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int32), 0)
+        longest = max(lengths)
+        return {
+            "input_ids": torch.tensor([input_ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+            "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+            "max_length_q": longest, "max_length_k": longest,
+        }

@@ -1,0 +1,119 @@
+"""Causal-LM loss without ever materialising the full logits.
+
+A plain forward computes logits for every position ([T, vocab] floats: 1.2 GB for 2k tokens of a
+Qwen vocabulary, twice with its gradient). Here the decoder's hidden states are taken directly,
+only the positions that have a label are kept (the prompt of an SFT sample has none), and the
+lm_head matmul + cross-entropy run a few hundred rows at a time. The gradients of each chunk are
+computed in the same pass and kept (a [rows, hidden] tensor, far smaller than logits), so the
+backward costs nothing extra and the lm_head matmul is not recomputed.
+
+Liger's fused linear cross-entropy does the same in Triton; it is used instead when installed on a
+GPU (model/kernels.py). This one is plain PyTorch, so it runs (and is tested) on every device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE = -100
+CHUNK_BYTES = 256 * 2**20  # fp32 logits of one chunk
+# Architectures whose logits are exactly lm_head(final hidden state): no softcapping, scaling or
+# router loss added in the causal-LM forward (those keep the standard loss).
+SUPPORTED = {"qwen2", "qwen3", "llama", "mistral", "gemma", "phi3", "glm4", "olmo2", "internlm3"}
+
+
+def chunk_rows(vocab: int) -> int:
+    rows = max(64, CHUNK_BYTES // (4 * vocab))
+    return 1 << (rows.bit_length() - 1)  # a power of two: friendlier matmul shapes
+
+
+def _linear_ce(hidden: Any, weight: Any, targets: Any, normalizer: Any, grads: bool) -> tuple[Any, Any, Any]:
+    """Sum of cross-entropy / normalizer, and (if grads) d/dhidden and d/dweight of it."""
+    import torch
+
+    rows = chunk_rows(weight.shape[0])
+    h_all = hidden.to(weight.dtype)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    grad_h = torch.empty_like(h_all) if grads and hidden.requires_grad else None
+    grad_w = torch.zeros_like(weight) if grads and weight.requires_grad else None
+    for start in range(0, h_all.shape[0], rows):
+        h = h_all[start:start + rows]
+        t = targets[start:start + rows]
+        logits = (h @ weight.t()).float()
+        lse = torch.logsumexp(logits, dim=-1)
+        total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+        if grad_h is None and grad_w is None:
+            continue
+        probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+        probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+        d_logits = probs.div_(normalizer).to(weight.dtype)
+        if grad_h is not None:
+            grad_h[start:start + rows] = d_logits @ weight
+        if grad_w is not None:
+            grad_w.addmm_(d_logits.t(), h)
+    loss = total / normalizer
+    return loss, (grad_h.to(hidden.dtype) if grad_h is not None else None), grad_w
+
+
+def _function() -> Any:
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, normalizer: Any) -> Any:
+            loss, grad_h, grad_w = _linear_ce(hidden, weight, targets, normalizer, grads=True)
+            ctx.save_for_backward(*(g for g in (grad_h, grad_w) if g is not None))
+            ctx.has = (grad_h is not None, grad_w is not None)
+            return loss
+
+        @staticmethod
+        def backward(ctx: Any, grad_loss: Any) -> Any:
+            saved = list(ctx.saved_tensors)
+            # the gradients were computed for d(loss) = 1; scale them by what flows back (e.g. fp16 loss scaling)
+            grad_h = saved.pop(0).mul_(grad_loss) if ctx.has[0] else None
+            grad_w = saved.pop(0).mul_(grad_loss) if ctx.has[1] else None
+            return grad_h, grad_w, None, None
+
+    return LinearCrossEntropy
+
+
+_FN: Any = None
+
+
+def linear_cross_entropy(hidden: Any, weight: Any, targets: Any, normalizer: Any) -> Any:
+    """mean-by-`normalizer` cross-entropy of (hidden @ weight.T) against targets, chunked."""
+    import torch
+
+    global _FN
+    if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
+        with torch.no_grad():
+            return _linear_ce(hidden, weight, targets, normalizer, grads=False)[0]
+    if _FN is None:
+        _FN = _function()
+    return _FN.apply(hidden, weight, targets, normalizer)
+
+
+def supports_fused_loss(model: Any) -> bool:
+    """True when the model's logits are a bias-free nn.Linear of the final hidden state."""
+    import torch
+
+    config = getattr(model, "config", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return (config is not None and getattr(config, "model_type", None) in SUPPORTED
+            and type(head) is torch.nn.Linear and head.bias is None
+            and not getattr(config, "final_logit_softcapping", None))
+
+
+def causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+    """The loss `model(**inputs).loss` would give (same shift, same -100s, same normaliser)."""
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    hidden = model.get_decoder()(**inputs).last_hidden_state
+    shift_labels = labels[:, 1:]
+    keep = shift_labels != IGNORE
+    targets = shift_labels[keep]
+    rows = hidden[:, :-1][keep]
+    normalizer = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    if hasattr(normalizer, "to"):
+        normalizer = normalizer.to(hidden.device)
+    return linear_cross_entropy(rows, model.get_output_embeddings().weight, targets, normalizer)

@@ -1,0 +1,76 @@
+"""The fast path: which batching, attention kernel and loss a run uses, decided once and logged.
+
+Defaults pick the fastest path that is correct on the hardware at hand; LLaMA-Factory's switches
+(`flash_attn`, `enable_liger_kernel`, `packing`/`neat_packing`, `use_unsloth`) are honoured.
+
+| piece     | choice                                                                      |
+| --------- | --------------------------------------------------------------------------- |
+| batching  | padding-free rows for sft/pt (data/collate.py); `packing: true` bin-packs   |
+| attention | flash-attn varlen if installed, else PyTorch's varlen kernel (CUDA half),   |
+|           | else per-sample SDPA (model/attention.py): samples never see each other     |
+| loss      | Liger's fused linear+CE (+ RMSNorm/RoPE/SwiGLU) on CUDA when installed,     |
+|           | else our chunked linear+CE (model/fused_loss.py); never full logits         |
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.schema import RunConfig
+from tuneforge.model.attention import choose_attention
+
+PADDING_FREE_STAGES = ("sft", "pt")
+
+
+@dataclass
+class FastPath:
+    padding_free: bool
+    packing: bool
+    attn_implementation: str | None  # for from_pretrained; None = transformers' default
+    attention: str                   # what the log says
+    liger: bool
+    fused_loss: bool = False         # our chunked loss; settled once the model is loaded (supports_fused_loss)
+
+    def describe(self) -> str:
+        batching = ("packed rows (samples isolated)" if self.packing else
+                    "padding-free" if self.padding_free else "padded")
+        loss = ("Liger fused linear+CE and kernels" if self.liger else
+                "chunked linear+CE (no full logits)" if self.fused_loss else "standard (full logits)")
+        return f"batches {batching}, attention {self.attention}, loss {loss}"
+
+
+def liger_installed() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def plan(cfg: RunConfig, device: str) -> FastPath:
+    """Everything that must be known before the model loads."""
+    stage = cfg.method.stage
+    packing = cfg.data.packing or cfg.data.neat_packing
+    if packing and stage not in PADDING_FREE_STAGES:
+        raise ConfigError(f"packing: true applies to stage sft or pt, not {stage}")
+    padding_free = stage in PADDING_FREE_STAGES and (cfg.data.padding_free or packing)
+    impl, attention = choose_attention(cfg.model.flash_attn, device, padding_free)
+    liger = cfg.model.enable_liger_kernel
+    if liger and not liger_installed():
+        raise ConfigError("enable_liger_kernel: true needs the liger-kernel package (pip install liger-kernel); "
+                          "without it tuneforge uses its own chunked loss")
+    if liger and device != "cuda":
+        raise ConfigError("enable_liger_kernel: true needs a CUDA GPU (its kernels are Triton)")
+    if liger is None:  # auto
+        liger = device == "cuda" and liger_installed() and stage in PADDING_FREE_STAGES
+    return FastPath(padding_free=padding_free, packing=packing, attn_implementation=impl, attention=attention,
+                    liger=bool(liger))
+
+
+def settle_loss(fast: FastPath, cfg: RunConfig, model: Any) -> FastPath:
+    """After loading: use the chunked loss when Liger is off and the architecture allows it."""
+    from tuneforge.model.fused_loss import supports_fused_loss
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    fast.fused_loss = (cfg.method.stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not fast.liger
+                       and supports_fused_loss(base))
+    return fast
