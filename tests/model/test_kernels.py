@@ -1,0 +1,50 @@
+"""Which fast path a config gets, and the one-line errors for switches the machine cannot honour."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.load import load
+from tuneforge.model import kernels
+from tuneforge.model.attention import VARLEN
+
+
+def _cfg(**keys):
+    return load(base={"model_name_or_path": "tuneforge/tiny", "dataset": "identity", "output_dir": "/tmp/unused",
+                      **keys})[0]
+
+
+def test_cpu_default_is_padding_free_with_isolating_attention():
+    fast = kernels.plan(_cfg(), "cpu")
+    assert fast.padding_free and not fast.packing and not fast.liger
+    assert fast.attn_implementation == VARLEN
+    assert "padding-free" in fast.describe()
+
+
+def test_llamafactory_switches():
+    assert kernels.plan(_cfg(neat_packing=True), "cpu").packing
+    assert not kernels.plan(_cfg(padding_free=False), "cpu").padding_free
+    assert kernels.plan(_cfg(flash_attn="sdpa"), "cpu").attn_implementation == "sdpa"
+    assert not kernels.plan(_cfg(stage="dpo", dataset="preference_demo"), "cpu").padding_free
+
+
+@pytest.mark.parametrize("keys, says", [
+    ({"packing": True, "stage": "dpo", "dataset": "preference_demo"}, "packing: true applies to stage sft or pt"),
+    ({"enable_liger_kernel": True}, "liger"),
+    ({"flash_attn": "fa2"}, "flash-attn"),
+])
+def test_switches_this_machine_cannot_honour_are_one_line_errors(keys, says):
+    with pytest.raises(ConfigError) as err:
+        kernels.plan(_cfg(**keys), "cpu")
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fused_loss_is_settled_from_the_loaded_model(tiny_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    assert kernels.settle_loss(kernels.plan(_cfg(), "cpu"), _cfg(), model).fused_loss
+    assert not kernels.settle_loss(kernels.plan(_cfg(fused_loss=False), "cpu"), _cfg(fused_loss=False),
+                                   model).fused_loss

@@ -1,0 +1,133 @@
+"""Padding-free and packed rows compute exactly what padded batches compute (tiny model, LoRA, fp32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tuneforge.data.collate import PaddingFreeCollator, padded_collator
+from tuneforge.model import attention
+
+
+def _model(tiny_path, impl):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    attention.register()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32, attn_implementation=impl)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
+    return model
+
+
+def _samples(n=4):
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for length in (9, 23, 5, 16)[:n]:
+        ids = torch.randint(5, 400, (length,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [-100] * 3 + ids[3:]})
+    return out
+
+
+def _per_sample_losses(logits, labels, bounds):
+    """Summed cross-entropy of each sample (shifted inside the sample)."""
+    return [F.cross_entropy(logits[s:e - 1], labels[s + 1:e], reduction="sum") for s, e in bounds]
+
+
+def _padded(model, tokenizer, samples):
+    batch = padded_collator(tokenizer, "cpu")([dict(s) for s in samples])
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return [_per_sample_losses(logits[i], batch["labels"][i], [(0, len(s["input_ids"]))])[0]
+            for i, s in enumerate(samples)]
+
+
+def _flat(model, batch):
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+    cu = batch["cu_seq_lens_q"].tolist()
+    return _per_sample_losses(logits, batch["labels"][0], list(zip(cu[:-1], cu[1:])))
+
+
+def _grads(model, losses, tokens):
+    model.zero_grad()
+    (sum(losses) / tokens).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("impl", [attention.VARLEN, "sdpa"])
+def test_padding_free_and_packed_rows_match_the_padded_batch(tiny_path, tiny_tokenizer, impl):
+    model = _model(tiny_path, impl)
+    samples = _samples()
+    tokens = sum(sum(1 for x in s["labels"][1:] if x != -100) for s in samples)
+    padded = _padded(model, tiny_tokenizer, samples)
+    g_padded = _grads(model, padded, tokens)
+
+    flat = _flat(model, PaddingFreeCollator()(samples))
+    g_flat = _grads(model, flat, tokens)
+    # two packed rows, as data/packing.py builds them (positions restart per sample)
+    rows = [{"input_ids": a["input_ids"] + b["input_ids"], "labels": a["labels"] + b["labels"],
+             "position_ids": list(range(len(a["input_ids"]))) + list(range(len(b["input_ids"])))}
+            for a, b in ((samples[0], samples[1]), (samples[2], samples[3]))]
+    packed = _flat(model, PaddingFreeCollator()(rows))
+    g_packed = _grads(model, packed, tokens)
+
+    for got in (flat, packed):
+        assert torch.allclose(torch.stack(got), torch.stack(padded), atol=1e-5, rtol=1e-5)
+    assert len(g_padded) == 2 * 7 * 2  # LoRA A and B of 7 linears in 2 layers
+    for got in (g_flat, g_packed):
+        for name, grad in g_padded.items():
+            assert torch.allclose(got[name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_a_samples_logits_do_not_change_when_others_are_packed_beside_it(tiny_path):
+    model = _model(tiny_path, attention.VARLEN)
+    a, b, c = _samples(3)
+    with torch.no_grad():
+        alone = model(input_ids=torch.tensor([a["input_ids"]])).logits[0]
+        row = PaddingFreeCollator()([b, a, c])
+        packed = model(**{k: v for k, v in row.items() if k != "labels"}).logits[0]
+    start = len(b["input_ids"])
+    beside = packed[start:start + len(a["input_ids"])]
+    assert torch.allclose(beside, alone, atol=1e-5)
+    # and without the boundaries (one long causal sequence) they would change: the test can fail
+    with torch.no_grad():
+        leaked = model(input_ids=row["input_ids"]).logits[0][start:start + len(a["input_ids"])]
+    assert not torch.allclose(leaked, alone, atol=1e-3)
+
+
+def _fake_varlen(new_api: bool):
+    """PyTorch's varlen_attn contract ([T, H, D] tensors, cumulative boundaries), computed on CPU;
+    `new_api`: torch >= 2.13 keywords (window_size, enable_gqa, scale); else 2.10's is_causal."""
+    calls = []
+
+    def varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, **kw):
+        calls.append(kw)
+        if new_api:
+            assert kw["window_size"] == (-1, 0)
+        else:
+            assert kw == {"is_causal": True} and q.shape[1] == k.shape[1]
+        bounds = cu_q.tolist()
+        outs = [F.scaled_dot_product_attention(q[s:e].transpose(0, 1), k[s:e].transpose(0, 1),
+                                               v[s:e].transpose(0, 1), is_causal=True,
+                                               scale=kw.get("scale"), enable_gqa=kw.get("enable_gqa", False))
+                .transpose(0, 1) for s, e in zip(bounds[:-1], bounds[1:])]
+        return torch.cat(outs)
+
+    params = {"window_size", "enable_gqa", "scale"} if new_api else {"is_causal"}
+    return (varlen_attn, frozenset(params)), calls
+
+
+@pytest.mark.parametrize("new_api", [True, False])
+def test_cuda_kernel_call_is_shaped_like_the_reference(monkeypatch, new_api):
+    fake, calls = _fake_varlen(new_api)
+    monkeypatch.setattr(attention, "_cuda_varlen", lambda: fake)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 20, 16, generator=g)
+    k = torch.randn(1, 2, 20, 16, generator=g)  # grouped-query attention: 2 kv heads for 4 query heads
+    v = torch.randn(1, 2, 20, 16, generator=g)
+    cu = torch.tensor([0, 7, 20], dtype=torch.int32)
+    out = attention._cuda_kernel(q, k, v, cu, 13, 0.3)
+    ref = attention._per_sample(q, k, v, cu, 0.3, 0.0)
+    assert calls and out.shape == ref.shape == (1, 20, 4, 16)
+    assert torch.allclose(out, ref, atol=1e-5)
