@@ -44,7 +44,16 @@ def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collat
     trainer.save_state()
     eval_metrics = None
     if evals is not None:
-        eval_metrics = trainer.evaluate()
+        eval_metrics = _final_eval(trainer)
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
     return StageResult(metrics, eval_metrics, trainer.state.log_history)
+
+
+def _final_eval(trainer: Any) -> dict[str, Any]:
+    """The end-of-training eval metrics: reuse the eval the last step just ran (evaluating the same
+    weights again would only add a duplicate line to trainer_log.jsonl), else evaluate now."""
+    last = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return {k: v for k, v in last.items() if k.startswith("eval_") or k == "epoch"}
+    return trainer.evaluate()
