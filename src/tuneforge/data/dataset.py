@@ -128,6 +128,8 @@ def encode_examples(examples: list[Example], template: BoundTemplate, stage: str
         return out
 
     raw = Dataset.from_list([e.to_dict() for e in examples])
+    if num_proc is None and len(examples) >= 20_000:  # big sets tokenize in parallel unless told otherwise
+        num_proc = min(8, os.cpu_count() or 1)
     workers = num_proc if num_proc and num_proc > 1 and len(examples) >= 1000 else None
     encoded = raw.map(encode, batched=True, batch_size=256, num_proc=workers, remove_columns=raw.column_names,
                       desc="tokenizing" if workers else None)
