@@ -1,7 +1,7 @@
 """CPU tests for the GPU comparison harness: table.py's parsing and ratios, tokens.py's counting
 plumbing, and device.sh's dry run (the exact command lines, without a GPU, wheels or .shared).
 
-    .venv/bin/pytest bench/test_table.py -q
+    .venv/bin/pytest tests/bench/test_table.py -q
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = Path(__file__).resolve().parents[2]
+HERE = REPO / "bench"
+
 
 
 def _load(name: str):
