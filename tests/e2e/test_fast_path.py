@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from e2e.helpers import log_lines, train
 
 pytestmark = pytest.mark.slow

@@ -33,6 +33,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.stages import StageContext
 from tuneforge.stages.common import StageResult, run_trainer
 from tuneforge.stages.trl_shared import reference_model, trl_config, use_disabled_adapter_as_reference
+from tuneforge.train.arguments import checkpointing_on
 
 REFERENCE_FREE = ("orpo", "simpo")
 PLOT_KEYS = ("loss", "eval_loss", "rewards/accuracies")
@@ -126,7 +127,7 @@ class ReferenceFreeTrainer(Trainer):
         disable_dropout_in_model(model)  # as trl's preference trainers do: both answers see the same network
         add_fused_lm_head(model.get_base_model() if is_peft_model(model) else model)
         super().__init__(*args, **kwargs)
-        if is_peft_model(model) and self.args.gradient_checkpointing:
+        if is_peft_model(model) and checkpointing_on(self.args):
             model.enable_input_require_grads()
         self.loss_kind, self.beta, self.gamma, self.ftx = loss, beta, gamma, ftx
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}

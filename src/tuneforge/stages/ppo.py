@@ -358,6 +358,7 @@ def run(ctx: StageContext) -> StageResult:
     from transformers import TrainerControl, TrainerState, set_seed
 
     from tuneforge.model.reward import load_reward_scorer
+    from tuneforge.train.arguments import checkpointing_on
     from tuneforge.train.callbacks import JsonlLogCallback
     from tuneforge.train.outputs import checkpoints
 
@@ -365,7 +366,7 @@ def run(ctx: StageContext) -> StageResult:
     set_seed(args.seed)
     model: PolicyWithValue = ctx.model.to(ctx.precision.device)
     _disable_dropout(model)
-    if getattr(args, "activation_checkpointing", False):
+    if checkpointing_on(args):
         model.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.policy.enable_input_require_grads()
     ppo = PPO(ctx, load_reward_scorer(ctx.cfg, ctx.precision))

@@ -10,6 +10,20 @@ from tuneforge.model.kernels import FastPath
 from tuneforge.model.load import Precision
 
 
+def checkpointing_field() -> str:
+    """transformers renamed gradient_checkpointing to activation_checkpointing in 5.2x (5.17 has the old name)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def checkpointing_on(args: Any) -> bool:
+    return bool(getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False))
+
+
 def wants_checkpointing(cfg: RunConfig) -> bool | None:
     """True/False when the config decides; None when it is ours to decide from the memory estimate."""
     if cfg.train.gradient_checkpointing or cfg.model.use_unsloth_gc or cfg.model.disable_gradient_checkpointing is False:
@@ -46,9 +60,8 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
         kwargs.update(dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_pin_memory=True)
     decided = wants_checkpointing(cfg)
     if decided if decided is not None else bool(checkpointing):
-        # transformers 5.x renamed gradient_checkpointing to activation_checkpointing
-        kwargs["activation_checkpointing"] = True
-        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+        kwargs[checkpointing_field()] = True
+        kwargs[checkpointing_field() + "_kwargs"] = {"use_reentrant": False}
     kwargs.update(t.extra)
     try:
         return TrainingArguments(**kwargs)
