@@ -87,6 +87,20 @@ def api(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> No
     run_api(config, overrides or [])
 
 
+@app.command()
+def estimate(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+             gpu_mem_gib: Optional[float] = typer.Option(None, "--gpu-mem-gib", show_default=False,
+                                                         help="the card's memory in GiB (default: the visible "
+                                                              "GPU's, else 80)"),
+             tokens: Optional[int] = typer.Option(None, "--tokens", show_default=False,
+                                                  help="tokens per micro-batch (default: per_device_train_batch_size "
+                                                       "x cutoff_len)")) -> None:
+    """Predict GPU memory (params, activations, optimizer, peak) and whether checkpointing is needed; no weights load."""
+    from tuneforge.cli.estimate import run_estimate
+
+    run_estimate(config, overrides or [], gpu_mem_gib, tokens)
+
+
 @data_app.command("check")
 def data_check(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                samples: int = typer.Option(2, help="how many encoded samples to show")) -> None:

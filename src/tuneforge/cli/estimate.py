@@ -1,0 +1,154 @@
+"""`tuneforge estimate CONFIG [key=value ...]`: predicted GPU memory of a training run.
+
+Reads the config and the model's config.json only (never the weights, nor the data), and says
+whether gradient checkpointing is needed on the card: the same decision `train` makes when the
+config leaves it open (`disable_gradient_checkpointing` unset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, soft_wrap=True)
+
+DEFAULT_CARD_GIB = 80.0
+PAIRED_STAGES = ("rm", "dpo")  # chosen and rejected answers travel in one batch
+PADDING_FREE_STAGES = ("sft", "pt")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def card_bytes(gpu_mem_gib: float | None) -> tuple[int, str]:
+    """The card's memory: --gpu-mem-gib if given, else the visible CUDA device's, else 80 GiB."""
+    if gpu_mem_gib is not None:
+        from tuneforge.config.errors import ConfigError
+
+        if gpu_mem_gib <= 0:
+            raise ConfigError(f"--gpu-mem-gib must be positive, got {gpu_mem_gib}")
+        return int(gpu_mem_gib * 2**30), "--gpu-mem-gib"
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return int(props.total_memory), props.name
+    return int(DEFAULT_CARD_GIB * 2**30), "no GPU visible: assumed; set --gpu-mem-gib"
+
+
+def model_config(cfg: Any) -> Any:
+    """The model's config.json through transformers, without weights."""
+    from transformers import AutoConfig
+
+    from tuneforge.model.load import hub_errors, resolve_model_path
+
+    m = cfg.model
+    path = resolve_model_path(m.model_name_or_path)
+    with hub_errors("model config", m.model_name_or_path):
+        return AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code, revision=m.model_revision,
+                                          cache_dir=m.cache_dir)
+
+
+def run_settings(cfg: Any, config: Any, tokens: int | None = None) -> dict[str, Any]:
+    """How `train` would run this config on a CUDA GPU (model/kernels.py decides the same way)."""
+    import importlib.util
+
+    stage = cfg.method.stage
+    padding_free = stage in PADDING_FREE_STAGES and (cfg.data.padding_free or cfg.data.packing or cfg.data.neat_packing)
+    flash = cfg.model.flash_attn
+    if flash in ("eager", "disabled"):
+        attention = "eager"
+    elif flash == "sdpa" or not padding_free:
+        attention = "sdpa_masked"  # a block-diagonal or padding mask: no flash kernel, k/v repeated per head
+    else:
+        attention = "varlen"
+    liger = cfg.model.enable_liger_kernel
+    if liger is None:
+        liger = stage in PADDING_FREE_STAGES and importlib.util.find_spec("liger_kernel") is not None
+    liger = bool(liger) and stage in PADDING_FREE_STAGES
+    fused = False
+    if stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not liger:
+        from tuneforge.model.fused_loss import SUPPORTED
+
+        fused = (getattr(config, "model_type", None) in SUPPORTED
+                 and not getattr(config, "final_logit_softcapping", None))
+    # The chunked loss calls the decoder directly (model/fused_loss.py), outside the autocast
+    # that accelerate wraps around model.forward: the adapters then run in fp32.
+    autocast = not fused
+    worst = cfg.train.per_device_train_batch_size * cfg.data.cutoff_len
+    if stage in PAIRED_STAGES or stage == "kto":
+        worst *= 2  # dpo/rm: chosen + rejected; kto: the batch plus its KL batch
+    tokens = tokens or worst
+    optim = str(cfg.train.extra.get("optim", "adamw_torch_fused"))
+    state = 2 if "8bit" in optim else 0 if optim == "sgd" else 8
+    return {"tokens": tokens, "attention": attention, "liger": liger, "fused_loss": fused, "autocast": autocast,
+            "optimizer_state_bytes": state, "padding_free": padding_free}
+
+
+def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | None = None,
+                 tokens: int | None = None) -> None:
+    """Print the estimate. `tokens`: tokens of one micro-batch (default: the worst case,
+    per_device_train_batch_size x cutoff_len, which packed rows reach)."""
+    from tuneforge.cli.train import note
+    from tuneforge.config.errors import ConfigError
+    from tuneforge.config.load import load
+    from tuneforge.model.memory import GIB, choose_checkpointing, estimate_memory
+    from tuneforge.train.arguments import wants_checkpointing
+
+    # estimate writes nothing: a config without output_dir (given on the train command line) is fine
+    cfg, notes = load(config_path, overrides, base={"output_dir": "unused-by-estimate"})
+    for text in notes:
+        note(text)
+    if tokens is not None and tokens <= 0:
+        raise ConfigError(f"--tokens must be positive, got {tokens}")
+    config = model_config(cfg)
+    run = run_settings(cfg, config, tokens)
+    card, card_source = card_bytes(gpu_mem_gib)
+    common = {key: run[key] for key in ("tokens", "fused_loss", "attention", "autocast", "liger",
+                                        "optimizer_state_bytes")}
+    common["dtype_bytes"] = 2  # a CUDA run trains in bf16 (fp16 where bf16 is missing)
+    off = estimate_memory(config, cfg.method, checkpointing=False, **common)
+    on = estimate_memory(config, cfg.method, checkpointing=True, **common)
+    forced = wants_checkpointing(cfg)
+    if forced is None:
+        use, reason = choose_checkpointing(config, cfg.method, card_bytes=card, **common)
+    else:
+        use = forced
+        chosen = on if forced else off
+        reason = (f"{'on' if forced else 'off'} (set in the config; predicted {chosen.peak_gib:.1f} GiB, "
+                  f"card {card / GIB:.0f} GiB)")
+    chosen = on if use else off
+
+    stage = cfg.method.stage
+    loss = "Liger fused linear+CE" if run["liger"] else "chunked linear+CE" if run["fused_loss"] else "full logits"
+    where = ("--tokens" if tokens else f"per_device_train_batch_size {cfg.train.per_device_train_batch_size} x "
+             f"cutoff_len {cfg.data.cutoff_len}{' x 2' if stage in PAIRED_STAGES or stage == 'kto' else ''}")
+    console.print(f"[bold]{cfg.model.model_name_or_path}[/]: {cfg.method.finetuning_type}, stage {stage}, "
+                  f"{run['tokens']:,} tokens per micro-batch ({where}), bf16/fp16, "
+                  f"attention {run['attention']}, loss {loss}")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("checkpointing off", justify="right")
+    table.add_column("checkpointing on", justify="right")
+    rows = [("params", f"{off.params:,}", f"{on.params:,}"),
+            ("trainable params", f"{off.trainable_params:,} ({100 * off.trainable_params / off.params:.3f}%)",
+             f"{on.trainable_params:,}")]
+    for label, attr in (("weights", "weights_bytes"), ("grads", "grads_bytes"), ("optimizer states", "optimizer_bytes"),
+                        ("activations", "activation_bytes"), ("loss buffer", "loss_bytes"),
+                        ("working memory (busiest layer)", "working_bytes"), ("overhead (CUDA + allocator)", "overhead_bytes")):
+        rows.append((label, _gib(getattr(off, attr)), _gib(getattr(on, attr))))
+    rows.append(("predicted peak", f"[bold]{_gib(off.peak_bytes)}[/]", f"[bold]{_gib(on.peak_bytes)}[/]"))
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"card memory: {card / GIB:.1f} GiB ({card_source})")
+    console.print(f"gradient checkpointing: [bold]{reason}[/]")
+    for text in chosen.notes:
+        console.print(f"[dim]note: {text}[/]")
+    if stage not in PADDING_FREE_STAGES:
+        console.print(f"[dim]note: stage {stage}: only the policy's forward and backward are modelled "
+                      "(no reference or reward model, no generation)[/]")
