@@ -218,3 +218,19 @@ def test_activations_and_peak_at_the_real_1_5b_width(vocab, checkpointing):
         assert abs(predicted_saved / measured["saved"] - 1) < 0.10, (predicted_saved, measured["saved"])
     predicted_peak = est.peak_bytes - est.weights_bytes - est.optimizer_bytes  # the measured part
     assert abs(predicted_peak / measured["peak"] - 1) < 0.10, (predicted_peak, measured["peak"])
+
+
+def test_train_sizes_checkpointing_on_the_largest_real_micro_batch(monkeypatch):
+    from tuneforge.config.load import load
+    from tuneforge.model.memory import settings
+
+    assert settings.worst_micro_batch([5, 90, 40, 70], 2, padding_free=True) == 160
+    assert settings.worst_micro_batch([5, 90, 40, 70], 2, padding_free=False) == 180  # padded to the longest
+    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny", "dataset": "identity", "output_dir": "/tmp/x",
+                        "per_device_train_batch_size": 8, "cutoff_len": 2048})
+    monkeypatch.setattr(settings, "card_bytes", lambda *a: (80 * GIB, "test card"))
+    on, reason = settings.decide_checkpointing(cfg, 1000)
+    assert not on and "off" in reason
+    monkeypatch.setattr(settings, "card_bytes", lambda *a: (int(0.01 * GIB), "test card"))
+    on, reason = settings.decide_checkpointing(cfg, 1000)
+    assert on and "GiB" in reason

@@ -8,85 +8,15 @@ config leaves it open (`disable_gradient_checkpointing` unset).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)
 
-DEFAULT_CARD_GIB = 80.0
-PAIRED_STAGES = ("rm", "dpo")  # chosen and rejected answers travel in one batch
-PADDING_FREE_STAGES = ("sft", "pt")
-
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
-
-
-def card_bytes(gpu_mem_gib: float | None) -> tuple[int, str]:
-    """The card's memory: --gpu-mem-gib if given, else the visible CUDA device's, else 80 GiB."""
-    if gpu_mem_gib is not None:
-        from tuneforge.config.errors import ConfigError
-
-        if gpu_mem_gib <= 0:
-            raise ConfigError(f"--gpu-mem-gib must be positive, got {gpu_mem_gib}")
-        return int(gpu_mem_gib * 2**30), "--gpu-mem-gib"
-    import torch
-
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        return int(props.total_memory), props.name
-    return int(DEFAULT_CARD_GIB * 2**30), "no GPU visible: assumed; set --gpu-mem-gib"
-
-
-def model_config(cfg: Any) -> Any:
-    """The model's config.json through transformers, without weights."""
-    from transformers import AutoConfig
-
-    from tuneforge.model.load import hub_errors, resolve_model_path
-
-    m = cfg.model
-    path = resolve_model_path(m.model_name_or_path)
-    with hub_errors("model config", m.model_name_or_path):
-        return AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code, revision=m.model_revision,
-                                          cache_dir=m.cache_dir)
-
-
-def run_settings(cfg: Any, config: Any, tokens: int | None = None) -> dict[str, Any]:
-    """How `train` would run this config on a CUDA GPU (model/kernels.py decides the same way)."""
-    import importlib.util
-
-    stage = cfg.method.stage
-    padding_free = stage in PADDING_FREE_STAGES and (cfg.data.padding_free or cfg.data.packing or cfg.data.neat_packing)
-    flash = cfg.model.flash_attn
-    if flash in ("eager", "disabled"):
-        attention = "eager"
-    elif flash == "sdpa" or not padding_free:
-        attention = "sdpa_masked"  # a block-diagonal or padding mask: no flash kernel, k/v repeated per head
-    else:
-        attention = "varlen"
-    liger = cfg.model.enable_liger_kernel
-    if liger is None:
-        liger = stage in PADDING_FREE_STAGES and importlib.util.find_spec("liger_kernel") is not None
-    liger = bool(liger) and stage in PADDING_FREE_STAGES
-    fused = False
-    if stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not liger:
-        from tuneforge.model.fused_loss import SUPPORTED
-
-        fused = (getattr(config, "model_type", None) in SUPPORTED
-                 and not getattr(config, "final_logit_softcapping", None))
-    # The chunked loss calls the decoder directly (model/fused_loss.py), outside the autocast
-    # that accelerate wraps around model.forward: the adapters then run in fp32.
-    autocast = not fused
-    worst = cfg.train.per_device_train_batch_size * cfg.data.cutoff_len
-    if stage in PAIRED_STAGES or stage == "kto":
-        worst *= 2  # dpo/rm: chosen + rejected; kto: the batch plus its KL batch
-    tokens = tokens or worst
-    optim = str(cfg.train.extra.get("optim", "adamw_torch_fused"))
-    state = 2 if "8bit" in optim else 0 if optim == "sgd" else 8
-    return {"tokens": tokens, "attention": attention, "liger": liger, "fused_loss": fused, "autocast": autocast,
-            "optimizer_state_bytes": state, "padding_free": padding_free}
 
 
 def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | None = None,
@@ -96,7 +26,15 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
     from tuneforge.cli.train import note
     from tuneforge.config.errors import ConfigError
     from tuneforge.config.load import load
+    from tuneforge.model.kernels import PADDING_FREE_STAGES
     from tuneforge.model.memory import GIB, choose_checkpointing, estimate_memory
+    from tuneforge.model.memory.settings import (
+        PAIRED_STAGES,
+        card_bytes,
+        estimate_args,
+        model_config,
+        run_settings,
+    )
     from tuneforge.train.arguments import wants_checkpointing
 
     # estimate writes nothing: a config without output_dir (given on the train command line) is fine
@@ -108,9 +46,7 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
     config = model_config(cfg)
     run = run_settings(cfg, config, tokens)
     card, card_source = card_bytes(gpu_mem_gib)
-    common = {key: run[key] for key in ("tokens", "fused_loss", "attention", "autocast", "liger",
-                                        "optimizer_state_bytes")}
-    common["dtype_bytes"] = 2  # a CUDA run trains in bf16 (fp16 where bf16 is missing)
+    common = estimate_args(run)
     off = estimate_memory(config, cfg.method, checkpointing=False, **common)
     on = estimate_memory(config, cfg.method, checkpointing=True, **common)
     forced = wants_checkpointing(cfg)

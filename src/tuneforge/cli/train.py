@@ -27,9 +27,14 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.model import kernels
     from tuneforge.model.adapters import apply_method, count_parameters
     from tuneforge.model.load import choose_precision, load_model, load_tokenizer
+    from tuneforge.model.memory.settings import decide_checkpointing, worst_micro_batch
     from tuneforge.stages import StageContext, stage_module
-    from tuneforge.train.arguments import training_arguments
-    from tuneforge.train.outputs import check_output_dir, clear_previous_run, write_run_config
+    from tuneforge.train.arguments import training_arguments, wants_checkpointing
+    from tuneforge.train.outputs import (
+        check_output_dir,
+        clear_previous_run,
+        write_run_config,
+    )
     from tuneforge.train.plot import plot_losses
 
     cfg, notes = load(config_path, overrides)
@@ -47,8 +52,8 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     fast = kernels.plan(cfg, precision.device)
     if cfg.model.use_unsloth:
         note("use_unsloth: unsloth is not used; tuneforge's own fast path (padding-free, fused loss) is on")
-    args = training_arguments(cfg, precision, has_eval=bool(cfg.data.val_size or cfg.data.eval_dataset),
-                              fast=fast)
+    has_eval = bool(cfg.data.val_size or cfg.data.eval_dataset)
+    args = training_arguments(cfg, precision, has_eval=has_eval, fast=fast)  # checked before anything loads
 
     tokenizer = load_tokenizer(cfg.model)
     stage = cfg.method.stage
@@ -73,6 +78,14 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         data.train = pack_dataset(data.train, cfg.data.cutoff_len)
         data.eval = pack_dataset(data.eval, cfg.data.cutoff_len) if data.eval is not None else None
         note(f"packing: {samples} samples -> {len(data.train)} rows of at most {cfg.data.cutoff_len} tokens")
+    if precision.device == "cuda" and wants_checkpointing(cfg) is None and stage in kernels.PADDING_FREE_STAGES:
+        # sized on the largest micro-batch this data can form, not batch x cutoff_len
+        tokens = worst_micro_batch([len(ids) for ids in data.train["input_ids"]],
+                                   cfg.train.per_device_train_batch_size, fast.padding_free)
+        checkpointing, reason = decide_checkpointing(cfg, tokens)
+        note(f"gradient checkpointing {reason}, largest micro-batch {tokens:,} tokens")
+        if checkpointing:
+            args = training_arguments(cfg, precision, has_eval=has_eval, fast=fast, checkpointing=True)
 
     from transformers import set_seed
 

@@ -28,7 +28,10 @@ class CausalLMTrainer(Trainer):
         if not self.fused_loss or return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        loss = causal_lm_loss(model, inputs, num_items_in_batch)
+        # accelerate applies mixed precision by wrapping model.forward; the decoder is called
+        # directly here, so autocast is entered explicitly (else bf16 runs would compute in fp32)
+        with self.accelerator.autocast():
+            loss = causal_lm_loss(model, inputs, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as Trainer does: the count is global
         return loss
@@ -40,7 +43,7 @@ class CausalLMTrainer(Trainer):
         import torch
 
         inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
+        with torch.no_grad(), self.accelerator.autocast():
             loss = causal_lm_loss(model, inputs)
         return loss.detach(), None, None
 

@@ -1,0 +1,158 @@
+"""Peak memory of a training step, and the gradient-checkpointing decision."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tuneforge.config.schema import MethodConfig
+from tuneforge.model.memory.activations import _T, _activations
+from tuneforge.model.memory.constants import (
+    ALLOCATOR_SLACK,
+    ATTENTION,
+    BACKWARD_FACTOR,
+    CUDA_CONTEXT_BYTES,
+    GIB,
+    KNOWN_TYPES,
+    LOSS_CHUNK_BYTES,
+    MemoryEstimate,
+)
+from tuneforge.model.memory.shape import Plan, Shape, plan_method
+
+# --------------------------------------------------------------------------------------------
+# Loss, backward, total
+
+
+def _loss(shape: Shape, plan: Plan, tokens: int, final: _T, fused: bool, frozen_bytes: int, liger: bool
+          ) -> tuple[int, int]:
+    """(working memory of the loss at its largest, what of it stays until the backward starts)."""
+    head_trains = "lm_head.weight" in plan.trained or shape.tied and plan.embed
+    w = 4 if head_trains else frozen_bytes
+    head_grad = shape.vocab * shape.hidden * 4 if head_trains else 0
+    if liger:
+        # Liger's fused linear+cross-entropy (not measured here: Triton needs a GPU): the input's
+        # gradient is computed in the forward and kept; chunks of about tokens x hidden logits
+        inc = -(-shape.vocab // shape.hidden)
+        rows = min(tokens, 1 << max(0, (-(-tokens // inc) - 1).bit_length()))
+        kept = tokens * shape.hidden * final.nbytes + head_grad
+        return kept + tokens * shape.hidden * final.nbytes + rows * shape.vocab * 6, kept
+    if fused:
+        # model/fused_loss.py: the gradient w.r.t. the kept rows is computed in the forward and kept
+        # (rows x hidden, in the head's dtype), plus the head's weight gradient if it trains; while
+        # it runs: the decoder output, its labelled rows (a gather copy, plus a cast copy if the
+        # head's dtype differs) and one chunk of logits (half matmul output, fp32 copy, and
+        # logsumexp's fp32 temporary: at most 8 bytes per logit).
+        rows = max(64, LOSS_CHUNK_BYTES // (4 * shape.vocab))
+        rows = min(1 << (rows.bit_length() - 1), tokens)
+        kept = tokens * shape.hidden * w + 16 * tokens + head_grad
+        gather = tokens * shape.hidden * final.nbytes * (2 if final.nbytes != w else 1)
+        working = tokens * shape.hidden * final.nbytes + gather + rows * shape.vocab * 8
+        return kept + working, kept
+    # Full logits through the model's own loss: log_softmax keeps its fp32 output [tokens, vocab],
+    # and its backward holds two more fp32 [tokens, vocab] gradients at once (the forward's half
+    # logits plus fp32 copies are smaller).
+    return 12 * tokens * shape.vocab, 4 * tokens * shape.vocab
+
+
+def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int,
+                    checkpointing: bool, fused_loss: bool, attention: str = "varlen", autocast: bool = True,
+                    liger: bool = False, device: str = "cuda", optimizer_state_bytes: int = 8) -> MemoryEstimate:
+    """Predicted peak memory of one training step.
+
+    tokens: tokens of one micro-batch (padding-free; worst case per_device_train_batch_size x
+    cutoff_len). dtype_bytes: 2 for bf16/fp16 mixed precision, 4 for fp32. attention: "varlen" or
+    "sdpa" (flash-style, nothing T x T kept), "sdpa_masked" (SDPA with a block-diagonal mask),
+    "eager". autocast: Trainer's torch.autocast is on around the forward (bf16/fp16 runs).
+    liger: Liger's RMSNorm, SwiGLU and fused linear+cross-entropy replace transformers' own.
+    optimizer_state_bytes: per trainable parameter (AdamW: 8; 8-bit AdamW: 2)."""
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}, not {attention!r}")
+    if tokens <= 0:
+        raise ValueError("tokens must be positive")
+    shape = Shape.of(model_config)
+    plan = plan_method(shape, method)
+    notes: list[str] = []
+    if shape.model_type not in KNOWN_TYPES:
+        notes.append(f"activations follow a Llama/Qwen2 decoder layer; {shape.model_type or 'this model'} may differ")
+    if plan.dora:
+        notes.append("DoRA's activations are approximate")
+    if plan.extra_trained:
+        notes.append("additional_target modules are counted as parameters, not in the activations")
+    half = dtype_bytes
+    # model/load.py: lora and freeze load the base in the half dtype; full keeps fp32 master weights
+    frozen_bytes = 4 if plan.kind == "full" else half
+    weights = (plan.params - plan.trainable) * frozen_bytes + plan.trainable * 4
+    grads = plan.trainable * 4
+    optimizer = plan.trainable * optimizer_state_bytes
+
+    if liger:
+        notes.append("Liger's kernels are modelled from their source, not measured")
+        fused_loss = False
+    acts = _activations(shape, plan, tokens, half, autocast, frozen_bytes, attention, liger)
+    loss, loss_kept = _loss(shape, plan, tokens, acts.final, fused_loss, frozen_bytes, liger)
+    mode = "autocast" if autocast and half < 4 else "plain"
+    # the dtype of the MLP's activations: half under autocast, else the base weights' dtype
+    act_bytes = half if mode == "autocast" else (4 if plan.kind == "full" else half)
+    backward_temp = math.ceil(BACKWARD_FACTOR[mode] * tokens * shape.intermediate * act_bytes)
+    if checkpointing:
+        # non-reentrant checkpointing per decoder layer: each layer keeps only its input; the
+        # backward recomputes one layer at a time (its forward temporaries and saved tensors
+        # exist once more), then runs that layer's backward
+        forward_saved = sum(acts.inputs) + acts.other
+        activation = forward_saved + max(acts.per_layer)
+        busiest = max(max(p, s + backward_temp) for p, s in zip(acts.layer_peaks, acts.per_layer))
+        working = loss_kept + busiest - max(acts.per_layer)
+    else:
+        forward_saved = activation = acts.saved
+        # the forward's high-water mark (inside the last layer) or the first layer's backward
+        working = max(acts.forward_peak - acts.saved, loss_kept + backward_temp)
+    # gradients alive at the start of the backward: all of them for adapters (small, and they
+    # appear layer by layer); for trained base weights, one layer's (the previous layers' have
+    # freed more activations than their gradients take) plus the output head's without the
+    # chunked loss (with it, the head's gradient is part of the loss's memory already)
+    grads_live = grads
+    if plan.kind != "lora":
+        layer_params = shape.layer_params()
+        grads_live = 4 * max(sum(layer_params[n] for n in plan.layer_trained(i)) for i in range(shape.layers))
+        head_trains = "lm_head.weight" in plan.trained or shape.tied and plan.embed
+        if head_trains and not (fused_loss or liger):
+            grads_live += shape.vocab * shape.hidden * 4
+    dynamic = max(forward_saved + loss, activation + working + grads_live, grads)
+    overhead = 0
+    if device == "cuda":
+        overhead = CUDA_CONTEXT_BYTES + math.ceil(ALLOCATOR_SLACK * (dynamic - grads_live))
+    peak = weights + optimizer + dynamic + overhead
+    return MemoryEstimate(params=plan.params, trainable_params=plan.trainable, weights_bytes=weights,
+                          grads_bytes=grads, optimizer_bytes=optimizer, activation_bytes=activation,
+                          loss_bytes=loss, working_bytes=working, overhead_bytes=overhead, peak_bytes=peak,
+                          checkpointing=checkpointing, tokens=tokens, notes=notes)
+
+
+def saved_bytes(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int, autocast: bool = True,
+                attention: str = "sdpa") -> int:
+    """What autograd saves for one forward without checkpointing, model only (no loss): the number
+    `saved_tensors_hooks` measures, for validating the activation model."""
+    shape = Shape.of(model_config)
+    plan = plan_method(shape, method)
+    frozen_bytes = 4 if plan.kind == "full" else dtype_bytes
+    acts = _activations(shape, plan, tokens, dtype_bytes, autocast, frozen_bytes, attention)
+    return acts.saved
+
+
+def choose_checkpointing(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int,
+                         card_bytes: int, fused_loss: bool, attention: str = "varlen", **kwargs: Any
+                         ) -> tuple[bool, str]:
+    """(checkpointing on?, one line saying why, with the predicted peak and the card's memory)."""
+    off = estimate_memory(model_config, method, tokens=tokens, dtype_bytes=dtype_bytes, checkpointing=False,
+                          fused_loss=fused_loss, attention=attention, **kwargs)
+    card = f"{card_bytes / GIB:.0f} GiB card"
+    if off.peak_bytes <= card_bytes:
+        return False, f"off (predicted {off.peak_gib:.1f} GiB <= {card})"
+    on = estimate_memory(model_config, method, tokens=tokens, dtype_bytes=dtype_bytes, checkpointing=True,
+                         fused_loss=fused_loss, attention=attention, **kwargs)
+    if on.peak_bytes <= card_bytes:
+        return True, (f"on (predicted {off.peak_gib:.1f} GiB without it > {card}; "
+                      f"{on.peak_gib:.1f} GiB with it)")
+    return True, (f"on, and still too big: predicted {on.peak_gib:.1f} GiB with it > {card} "
+                  "(lower per_device_train_batch_size or cutoff_len)")
+

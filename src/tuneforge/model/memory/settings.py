@@ -1,0 +1,99 @@
+"""How a config would train, in the terms the memory model needs, and the checkpointing decision
+`train` makes when the config leaves it open. Reads config.json only, never weights or data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.schema import RunConfig
+from tuneforge.model.attention import VARLEN
+from tuneforge.model.kernels import PADDING_FREE_STAGES, plan
+
+DEFAULT_CARD_GIB = 80.0
+PAIRED_STAGES = ("rm", "dpo")  # chosen and rejected answers travel in one batch
+
+
+def card_bytes(gpu_mem_gib: float | None = None) -> tuple[int, str]:
+    """The card's memory: `gpu_mem_gib` if given, else the visible CUDA device's, else 80 GiB."""
+    if gpu_mem_gib is not None:
+        if gpu_mem_gib <= 0:
+            raise ConfigError(f"--gpu-mem-gib must be positive, got {gpu_mem_gib}")
+        return int(gpu_mem_gib * 2**30), "--gpu-mem-gib"
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return int(props.total_memory), props.name
+    return int(DEFAULT_CARD_GIB * 2**30), "no GPU visible: assumed; set --gpu-mem-gib"
+
+
+def model_config(cfg: RunConfig) -> Any:
+    """The model's config.json through transformers, without weights."""
+    from transformers import AutoConfig
+
+    from tuneforge.model.load import hub_errors, resolve_model_path
+
+    m = cfg.model
+    path = resolve_model_path(m.model_name_or_path)
+    with hub_errors("model config", m.model_name_or_path):
+        return AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code, revision=m.model_revision,
+                                          cache_dir=m.cache_dir)
+
+
+def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict[str, Any]:
+    """How `train` would run this config on a CUDA GPU: model/kernels.py's plan, in the memory
+    model's terms (its attention names, whether full logits exist, tokens per micro-batch)."""
+    from tuneforge.model.fused_loss import SUPPORTED
+
+    stage = cfg.method.stage
+    # the machine estimating need not have the GPU's packages: plan as if liger / flash-attn were there
+    lenient = cfg.model.model_copy(update={"enable_liger_kernel": None,
+                                           "flash_attn": "auto" if cfg.model.flash_attn == "fa2" else
+                                           cfg.model.flash_attn})
+    fast = plan(cfg.model_copy(update={"model": lenient}), "cuda")
+    fast.liger = bool(fast.liger or cfg.model.enable_liger_kernel) and stage in PADDING_FREE_STAGES
+    if fast.attn_implementation in (VARLEN, "flash_attention_2"):
+        attention = "varlen"
+    elif fast.attn_implementation == "eager":
+        attention = "eager"
+    else:  # sdpa with a block-diagonal or padding mask: no flash kernel, k/v repeated per head
+        attention = "sdpa_masked"
+    fused = (stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not fast.liger
+             and getattr(config, "model_type", None) in SUPPORTED
+             and not getattr(config, "final_logit_softcapping", None))
+    worst = cfg.train.per_device_train_batch_size * cfg.data.cutoff_len
+    if stage in PAIRED_STAGES or stage == "kto":
+        worst *= 2  # dpo/rm: chosen + rejected; kto: the batch plus its KL batch
+    optim = str(cfg.train.extra.get("optim", "adamw_torch_fused"))
+    state = 2 if "8bit" in optim else 0 if optim == "sgd" else 8
+    # autocast: train/trainer.py enters it around the chunked loss, as accelerate does around forward
+    return {"tokens": tokens or worst, "attention": attention, "liger": fast.liger, "fused_loss": fused,
+            "autocast": True, "optimizer_state_bytes": state, "padding_free": fast.padding_free}
+
+
+def estimate_args(run: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of estimate_memory / choose_checkpointing from run_settings."""
+    keys = ("tokens", "fused_loss", "attention", "autocast", "liger", "optimizer_state_bytes")
+    return {**{k: run[k] for k in keys}, "dtype_bytes": 2}  # a CUDA run trains in bf16 (fp16 without bf16)
+
+
+def worst_micro_batch(lengths: list[int], batch_size: int, padding_free: bool) -> int:
+    """Tokens of the largest micro-batch the data can form: the longest rows together (padded:
+    every row padded to the longest)."""
+    longest = sorted(lengths, reverse=True)[:batch_size]
+    if not longest:
+        return 0
+    return sum(longest) if padding_free else longest[0] * min(batch_size, len(lengths))
+
+
+def decide_checkpointing(cfg: RunConfig, tokens: int | None = None) -> tuple[bool, str]:
+    """For `train` on a GPU when the config leaves checkpointing open: on only if the predicted
+    peak of the largest micro-batch (`tokens`; default batch x cutoff_len) exceeds the card."""
+    from tuneforge.model.memory.estimate import choose_checkpointing
+
+    config = model_config(cfg)
+    card, _ = card_bytes()
+    run = run_settings(cfg, config, tokens)
+    return choose_checkpointing(config, cfg.method, card_bytes=card, **estimate_args(run))
+
