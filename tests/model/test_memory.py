@@ -1,4 +1,4 @@
-"""The memory estimator (model/memory.py) against what PyTorch and peft really do.
+"""The memory estimator (model/memory/) against what PyTorch and peft really do.
 
 - parameter counts: exactly what peft / adapters.py report, on the real tiny model and on
   meta-device models of real shapes;

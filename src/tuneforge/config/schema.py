@@ -40,7 +40,7 @@ class ModelConfig(Section):
     # auto | sdpa | eager | fa2 | disabled (LLaMA-Factory's names) -> attn_implementation
     flash_attn: Literal["auto", "sdpa", "eager", "fa2", "disabled"] = "auto"
     # LLaMA-Factory turns checkpointing on unless told otherwise (it costs ~30% speed). Here None
-    # (auto) turns it on only when the memory estimate (model/memory.py) exceeds the card;
+    # (auto) turns it on only when the memory estimate (model/memory/) exceeds the card;
     # false forces it on, true off; `gradient_checkpointing: true` also forces it on.
     disable_gradient_checkpointing: bool | None = None
     # Liger's Triton kernels (fused linear+CE, RMSNorm, RoPE, SwiGLU): None = on when installed on CUDA.
