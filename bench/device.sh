@@ -204,6 +204,10 @@ run_row() {  # run_row INDEX
     fi
   fi
   grep -qiE 'out of memory|OutOfMemoryError' "/tmp/log_$name.txt" 2>/dev/null && say "NOTE $name OOM"
+  # train's own decision, sized on the largest micro-batch the data can form (padding-free rows are
+  # far below estimate's batch x cutoff_len worst case): the estimate to set beside the measured peak
+  local decided; decided=$(grep -m1 'gradient checkpointing' "/tmp/log_$name.txt" 2>/dev/null | cut -c1-220)
+  [ -n "$decided" ] && say "NOTE $name train: ${decided#*tuneforge: }"
   rc=$(sed -n 's/.* rc=\([0-9]*\) .*/\1/p' <<<"$res")
   if [ "$rc" != 0 ]; then
     case $rc in 124|137) say "NOTE $name killed at the time budget" ;; esac
