@@ -131,3 +131,18 @@ def test_cuda_kernel_call_is_shaped_like_the_reference(monkeypatch, new_api):
     ref = attention._per_sample(q, k, v, cu, 0.3, 0.0)
     assert calls and out.shape == ref.shape == (1, 20, 4, 16)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_a_failing_kernel_falls_back_to_per_sample_attention_with_one_warning(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for head_dim 96 on this build")
+
+    monkeypatch.setattr(attention, "_cuda_varlen", lambda: (broken, frozenset({"window_size"})))
+    monkeypatch.setattr(attention, "_BROKEN", [])
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(3))
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    with pytest.warns(UserWarning, match="varlen attention kernel failed"):
+        out = attention._attend(q, k, v, cu, 7, 0.35, 0.0, use_kernel=True)
+    assert torch.allclose(out, attention._per_sample(q, k, v, cu, 0.35, 0.0))
+    assert attention._BROKEN  # later layers and steps go straight to the fallback

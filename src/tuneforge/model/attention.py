@@ -20,6 +20,7 @@ import inspect
 from typing import Any
 
 VARLEN = "tuneforge_varlen"
+_BROKEN: list[Exception] = []  # set once if the CUDA kernel fails: the run goes on with per-sample SDPA
 
 
 def register() -> str:
@@ -72,11 +73,28 @@ def varlen_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     dropout = dropout if module.training else 0.0
     max_len = kwargs.get("max_length_q") or int((cu[1:] - cu[:-1]).max())
     half = str(query.dtype) in ("torch.bfloat16", "torch.float16")  # the flash kernel has no fp32
-    if query.is_cuda and half and dropout == 0.0 and _cuda_varlen() is not None:
-        out = _cuda_kernel(query, key, value, cu, max_len, scaling)
-    else:
-        out = _per_sample(query, key, value, cu, scaling, dropout)
-    return out, None
+    use_kernel = query.is_cuda and half and dropout == 0.0 and _cuda_varlen() is not None
+    return _attend(query, key, value, cu, max_len, scaling, dropout, use_kernel), None
+
+
+def _attend(query: Any, key: Any, value: Any, cu: Any, max_len: int, scaling: float, dropout: float,
+            use_kernel: bool) -> Any:
+    """The CUDA kernel when usable; if it fails (say, a head size this torch build lacks), one
+    warning and per-sample SDPA for the rest of the run instead of a crash mid-training."""
+    import torch
+
+    if use_kernel and not _BROKEN:
+        try:
+            return _cuda_kernel(query, key, value, cu, max_len, scaling)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, NotImplementedError, TypeError) as exc:
+            _BROKEN.append(exc)
+            import warnings
+
+            warnings.warn(f"tuneforge: PyTorch's varlen attention kernel failed ({str(exc).splitlines()[0]}); "
+                          "using per-sample SDPA for the rest of the run", stacklevel=2)
+    return _per_sample(query, key, value, cu, scaling, dropout)
 
 
 def _per_sample(query: Any, key: Any, value: Any, cu: Any, scaling: float, dropout: float) -> Any:
