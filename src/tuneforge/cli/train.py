@@ -50,6 +50,8 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if precision.note:
         note(precision.note)
     fast = kernels.plan(cfg, precision.device)
+    for text in fast.notes:
+        note(text)
     if cfg.model.use_unsloth:
         note("use_unsloth: unsloth is not used; tuneforge's own fast path (padding-free, fused loss) is on")
     has_eval = bool(cfg.data.val_size or cfg.data.eval_dataset)

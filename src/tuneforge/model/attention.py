@@ -157,12 +157,7 @@ def choose_attention(flash_attn: str, device: str, padding_free: bool) -> tuple[
     """-> (attn_implementation for from_pretrained, or None for transformers' default; what the log says).
 
     `flash_attn` is LLaMA-Factory's key (auto | sdpa | eager | fa2 | disabled)."""
-    from tuneforge.config.errors import ConfigError
-
-    if flash_attn == "fa2":
-        if not flash_attn_installed():
-            raise ConfigError("flash_attn: fa2 needs the flash-attn package (pip install flash-attn); "
-                              "leave flash_attn: auto to use PyTorch's own kernels")
+    if flash_attn == "fa2":  # model/kernels.py has checked that flash-attn is there
         return "flash_attention_2", "flash-attn varlen"
     if flash_attn in ("sdpa", "eager", "disabled"):
         impl = "sdpa" if flash_attn == "sdpa" else "eager"

@@ -15,12 +15,12 @@ Defaults pick the fastest path that is correct on the hardware at hand; LLaMA-Fa
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.model.attention import choose_attention
+from tuneforge.model.attention import choose_attention, flash_attn_installed
 
 PADDING_FREE_STAGES = ("sft", "pt")
 
@@ -33,6 +33,7 @@ class FastPath:
     attention: str                   # what the log says
     liger: bool
     fused_loss: bool = False         # our chunked loss; settled once the model is loaded (supports_fused_loss)
+    notes: list[str] = field(default_factory=list)  # switches this machine cannot honour, and what is used instead
 
     def describe(self) -> str:
         batching = ("packed rows (samples isolated)" if self.packing else
@@ -53,17 +54,22 @@ def plan(cfg: RunConfig, device: str) -> FastPath:
     if packing and stage not in PADDING_FREE_STAGES:
         raise ConfigError(f"packing: true applies to stage sft or pt, not {stage}")
     padding_free = stage in PADDING_FREE_STAGES and (cfg.data.padding_free or packing)
-    impl, attention = choose_attention(cfg.model.flash_attn, device, padding_free)
+    notes: list[str] = []
+    flash = cfg.model.flash_attn
+    if flash == "fa2" and not (device == "cuda" and flash_attn_installed()):
+        # one YAML runs anywhere (as bf16 falls back on a CPU): PyTorch's kernels isolate samples too
+        notes.append("flash_attn: fa2 needs flash-attn on a CUDA GPU; using PyTorch's attention instead")
+        flash = "auto"
+    impl, attention = choose_attention(flash, device, padding_free)
     liger = cfg.model.enable_liger_kernel
-    if liger and not liger_installed():
-        raise ConfigError("enable_liger_kernel: true needs the liger-kernel package (pip install liger-kernel); "
-                          "without it tuneforge uses its own chunked loss")
-    if liger and device != "cuda":
-        raise ConfigError("enable_liger_kernel: true needs a CUDA GPU (its kernels are Triton)")
+    if liger and not (device == "cuda" and liger_installed()):
+        why = "a CUDA GPU" if device != "cuda" else "the liger-kernel package (pip install liger-kernel)"
+        notes.append(f"enable_liger_kernel: true needs {why}; using tuneforge's chunked loss instead")
+        liger = False
     if liger is None:  # auto
         liger = device == "cuda" and liger_installed() and stage in PADDING_FREE_STAGES
     return FastPath(padding_free=padding_free, packing=packing, attn_implementation=impl, attention=attention,
-                    liger=bool(liger))
+                    liger=bool(liger), notes=notes)
 
 
 def settle_loss(fast: FastPath, cfg: RunConfig, model: Any) -> FastPath:

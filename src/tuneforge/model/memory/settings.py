@@ -47,11 +47,8 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
     from tuneforge.model.fused_loss import SUPPORTED
 
     stage = cfg.method.stage
-    # the machine estimating need not have the GPU's packages: plan as if liger / flash-attn were there
-    lenient = cfg.model.model_copy(update={"enable_liger_kernel": None,
-                                           "flash_attn": "auto" if cfg.model.flash_attn == "fa2" else
-                                           cfg.model.flash_attn})
-    fast = plan(cfg.model_copy(update={"model": lenient}), "cuda")
+    fast = plan(cfg, "cuda")  # packages the GPU lacks here only add notes, which estimate ignores
+    # the machine estimating need not have liger installed: trust the config that asks for it
     fast.liger = bool(fast.liger or cfg.model.enable_liger_kernel) and stage in PADDING_FREE_STAGES
     if fast.attn_implementation in (VARLEN, "flash_attention_2"):
         attention = "varlen"
