@@ -56,6 +56,10 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
     )
     if fast and fast.liger:
         kwargs["use_liger_kernel"] = True
+    if cfg.method.stage in ("sft", "pt"):
+        # eval reports eval_loss only: gathering every eval batch's [tokens, vocab] logits on the GPU
+        # (Trainer's default) is how a large eval set runs out of memory
+        kwargs["prediction_loss_only"] = True
     if precision.device == "cuda":  # collate in worker processes, copy from pinned memory
         kwargs.update(dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_pin_memory=True)
     decided = wants_checkpointing(cfg)
