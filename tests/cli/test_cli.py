@@ -46,6 +46,22 @@ def test_data_check_shows_samples_and_lengths(tmp_path):
     assert not (tmp_path / "saves").exists()  # checking writes nothing
 
 
+def test_data_check_shows_what_padding_free_batching_saves_and_needs_no_output_dir(tmp_path):
+    import re
+
+    config = tmp_path / "no_output.yaml"
+    config.write_text("model_name_or_path: tuneforge/tiny\nstage: sft\ndataset: identity\ntemplate: qwen3_nothink\n"
+                      "identity_name: Forge\nidentity_author: Lab\nper_device_train_batch_size: 4\n"
+                      "cutoff_len: 256\n", encoding="utf-8")
+    result = run_cli("data", "check", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("batches of 4"))
+    worst, padded, real, padding = (int(v.replace(",", "")) for v in re.search(
+        r"at most ([\d,]+) tokens.*compute ([\d,]+) tokens for ([\d,]+) real \((\d+)% padding", line).groups())
+    assert real < padded and 0 < padding < 100 and worst <= 4 * 256
+    assert "packing: true makes" in line
+
+
 def test_data_check_warns_on_template_mismatch(tmp_path):
     result = run_cli("data", "check", str(REPO / "examples" / "demo" / "identity_lora.yaml"), "template=qwen",
                      cwd=tmp_path)

@@ -32,7 +32,8 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.model.load import load_tokenizer
 
-    cfg, notes = load(config_path, overrides)
+    # a check writes nothing: a training config need not name its output_dir here
+    cfg, notes = load(config_path, overrides, base={"output_dir": "unused-by-data-check"})
     for text in notes:
         note(text)
     tokenizer = load_tokenizer(cfg.model)
@@ -63,8 +64,27 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
         trained = sum(sum(1 for x in row if x != -100) for row in data.train["labels"])
         total = sum(len(row) for row in data.train["input_ids"])
         console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
+    if stage in ("sft", "pt"):
+        show_batching([len(row) for row in data.train["input_ids"]], cfg)
     for index in range(min(samples, len(data.train))):
         show_row(tokenizer, data.train[index], index)
+
+
+def show_batching(lengths: list[int], cfg) -> None:
+    """What the fast path will compute: padding-free micro-batches vs padded ones, and packed rows."""
+    from tuneforge.data.packing import pack_lengths
+    from tuneforge.model.memory.settings import worst_micro_batch
+
+    batch = cfg.train.per_device_train_batch_size
+    real = sum(lengths)
+    # padded batches as a DataLoader in dataset order would form them (the padding a padded run computes)
+    padded = sum(max(lengths[i:i + batch]) * len(lengths[i:i + batch]) for i in range(0, len(lengths), batch))
+    rows = len(pack_lengths(lengths, cfg.data.cutoff_len))
+    console.print(f"batches of {batch}: padding-free micro-batch at most "
+                  f"{worst_micro_batch(lengths, batch, True):,} tokens (mean {real / max(len(lengths), 1) * batch:,.0f}); "
+                  f"padded batches would compute {padded:,} tokens for {real:,} real "
+                  f"({100 * (padded - real) / max(padded, 1):.0f}% padding); "
+                  f"packing: true makes {rows:,} rows of at most {cfg.data.cutoff_len}")
 
 
 def _header(index: int, what: str) -> Text:
