@@ -30,6 +30,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
     from tuneforge.data.dataset import build_datasets
     from tuneforge.data.templates import get_template
     from tuneforge.data.templates.check import compare_with_tokenizer
+    from tuneforge.model.kernels import PADDING_FREE_STAGES
     from tuneforge.model.load import load_tokenizer
 
     # a check writes nothing: a training config need not name its output_dir here
@@ -64,7 +65,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
         trained = sum(sum(1 for x in row if x != -100) for row in data.train["labels"])
         total = sum(len(row) for row in data.train["input_ids"])
         console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
-    if stage in ("sft", "pt"):
+    if stage in PADDING_FREE_STAGES:
         show_batching([len(row) for row in data.train["input_ids"]], cfg)
     for index in range(min(samples, len(data.train))):
         show_row(tokenizer, data.train[index], index)

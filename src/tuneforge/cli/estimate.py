@@ -52,12 +52,11 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
     forced = wants_checkpointing(cfg)
     if forced is None:
         use, reason = choose_checkpointing(config, cfg.method, card_bytes=card, **common)
+        chosen = on if use else off
     else:
-        use = forced
         chosen = on if forced else off
         reason = (f"{'on' if forced else 'off'} (set in the config; predicted {chosen.peak_gib:.1f} GiB, "
                   f"card {card / GIB:.0f} GiB)")
-    chosen = on if use else off
 
     stage = cfg.method.stage
     loss = "Liger fused linear+CE" if run["liger"] else "chunked linear+CE" if run["fused_loss"] else "full logits"

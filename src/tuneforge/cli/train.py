@@ -18,6 +18,8 @@ def note(text: str) -> None:
 
 
 def run_train(config_path: Path, overrides: list[str]) -> None:
+    from transformers import set_seed
+
     from tuneforge.config.load import load
     from tuneforge.data.dataset import build_datasets
     from tuneforge.data.packing import pack_dataset
@@ -88,8 +90,6 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         note(f"gradient checkpointing {reason}, largest micro-batch {tokens:,} tokens")
         if checkpointing:
             args = training_arguments(cfg, precision, has_eval=has_eval, fast=fast, checkpointing=True)
-
-    from transformers import set_seed
 
     set_seed(cfg.train.seed)  # adapter init (LoRA A, value heads) must repeat run to run, as the data order does
     if hasattr(runner, "build_model"):  # e.g. rm: a causal LM with a value head

@@ -246,12 +246,6 @@ def _check_training_values(cfg: RunConfig, where: str) -> None:
                                   "or set report_to: none")
 
 
-def builtin_names() -> list[str]:
-    from tuneforge.data.registry import builtin_names as names
-
-    return names()
-
-
 def _check_consistency(cfg: RunConfig, where: str) -> None:
     t, d = cfg.train, cfg.data
     if d.template is not None:
@@ -267,6 +261,8 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
     if t.bf16 and t.fp16:
         raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
     if t.do_train and not d.dataset:
+        from tuneforge.data.registry import builtin_names
+
         raise ConfigError(f"{where}: 'dataset' is required for training (a name from dataset_info.json "
                           f"or a built-in one: {', '.join(builtin_names())})")
     if t.do_train and not t.output_dir:

@@ -93,15 +93,19 @@ def linear_cross_entropy(hidden: Any, weight: Any, targets: Any, normalizer: Any
     return _FN.apply(hidden, weight, targets, normalizer)
 
 
+def supports_fused_config(config: Any) -> bool:
+    """The architecture computes its logits as plain lm_head(final hidden state) (config.json alone)."""
+    return getattr(config, "model_type", None) in SUPPORTED and not getattr(config, "final_logit_softcapping", None)
+
+
 def supports_fused_loss(model: Any) -> bool:
     """True when the model's logits are a bias-free nn.Linear of the final hidden state."""
     import torch
 
     config = getattr(model, "config", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return (config is not None and getattr(config, "model_type", None) in SUPPORTED
-            and type(head) is torch.nn.Linear and head.bias is None
-            and not getattr(config, "final_logit_softcapping", None))
+    return (config is not None and supports_fused_config(config)
+            and type(head) is torch.nn.Linear and head.bias is None)
 
 
 def causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:

@@ -72,11 +72,15 @@ def plan(cfg: RunConfig, device: str) -> FastPath:
                     liger=bool(liger), notes=notes)
 
 
+def fused_loss_wanted(fast: FastPath, cfg: RunConfig) -> bool:
+    """The chunked loss applies (sft/pt, not switched off, Liger not doing it) if the model allows it."""
+    return cfg.method.stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not fast.liger
+
+
 def settle_loss(fast: FastPath, cfg: RunConfig, model: Any) -> FastPath:
     """After loading: use the chunked loss when Liger is off and the architecture allows it."""
     from tuneforge.model.fused_loss import supports_fused_loss
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    fast.fused_loss = (cfg.method.stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not fast.liger
-                       and supports_fused_loss(base))
+    fast.fused_loss = fused_loss_wanted(fast, cfg) and supports_fused_loss(base)
     return fast

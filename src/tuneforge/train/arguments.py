@@ -6,7 +6,7 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.model.kernels import FastPath
+from tuneforge.model.kernels import PADDING_FREE_STAGES, FastPath
 from tuneforge.model.load import Precision
 
 
@@ -56,7 +56,7 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
     )
     if fast and fast.liger:
         kwargs["use_liger_kernel"] = True
-    if cfg.method.stage in ("sft", "pt"):
+    if cfg.method.stage in PADDING_FREE_STAGES:
         # eval reports eval_loss only: gathering every eval batch's [tokens, vocab] logits on the GPU
         # (Trainer's default) is how a large eval set runs out of memory
         kwargs["prediction_loss_only"] = True
@@ -64,8 +64,9 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
         kwargs.update(dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_pin_memory=True)
     decided = wants_checkpointing(cfg)
     if decided if decided is not None else bool(checkpointing):
-        kwargs[checkpointing_field()] = True
-        kwargs[checkpointing_field() + "_kwargs"] = {"use_reentrant": False}
+        name = checkpointing_field()
+        kwargs[name] = True
+        kwargs[name + "_kwargs"] = {"use_reentrant": False}
     kwargs.update(t.extra)
     try:
         return TrainingArguments(**kwargs)

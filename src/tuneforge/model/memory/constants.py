@@ -14,8 +14,6 @@ CUDA_CONTEXT_BYTES = 768 * MIB
 # padding-free batches (a different length every step) make worse. A fraction of the memory that
 # changes every step (activations, loss and working memory). To be calibrated on a GPU.
 ALLOCATOR_SLACK = 0.10
-# fused_loss.py's CHUNK_BYTES: fp32 logits of one chunk of rows.
-LOSS_CHUNK_BYTES = 256 * MIB
 # Gradients alive at once during the backward of one decoder layer, in units of
 # tokens x intermediate_size x activation bytes (the MLP's gradients dominate: the gradient of
 # the down projection's input, then those of the gate and up outputs). Measured on CPU with

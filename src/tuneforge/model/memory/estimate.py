@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from tuneforge.config.schema import MethodConfig
+from tuneforge.model.fused_loss import chunk_rows
 from tuneforge.model.memory.activations import _T, _activations
 from tuneforge.model.memory.constants import (
     ALLOCATOR_SLACK,
@@ -14,7 +15,6 @@ from tuneforge.model.memory.constants import (
     CUDA_CONTEXT_BYTES,
     GIB,
     KNOWN_TYPES,
-    LOSS_CHUNK_BYTES,
     MemoryEstimate,
 )
 from tuneforge.model.memory.shape import Plan, Shape, plan_method
@@ -26,9 +26,8 @@ from tuneforge.model.memory.shape import Plan, Shape, plan_method
 def _loss(shape: Shape, plan: Plan, tokens: int, final: _T, fused: bool, frozen_bytes: int, liger: bool
           ) -> tuple[int, int]:
     """(working memory of the loss at its largest, what of it stays until the backward starts)."""
-    head_trains = "lm_head.weight" in plan.trained or shape.tied and plan.embed
-    w = 4 if head_trains else frozen_bytes
-    head_grad = shape.vocab * shape.hidden * 4 if head_trains else 0
+    w = 4 if plan.head_trains(shape) else frozen_bytes
+    head_grad = shape.vocab * shape.hidden * 4 if plan.head_trains(shape) else 0
     if liger:
         # Liger's fused linear+cross-entropy (not measured here: Triton needs a GPU): the input's
         # gradient is computed in the forward and kept; chunks of about tokens x hidden logits
@@ -42,8 +41,7 @@ def _loss(shape: Shape, plan: Plan, tokens: int, final: _T, fused: bool, frozen_
         # it runs: the decoder output, its labelled rows (a gather copy, plus a cast copy if the
         # head's dtype differs) and one chunk of logits (half matmul output, fp32 copy, and
         # logsumexp's fp32 temporary: at most 8 bytes per logit).
-        rows = max(64, LOSS_CHUNK_BYTES // (4 * shape.vocab))
-        rows = min(1 << (rows.bit_length() - 1), tokens)
+        rows = min(chunk_rows(shape.vocab), tokens)
         kept = tokens * shape.hidden * w + 16 * tokens + head_grad
         gather = tokens * shape.hidden * final.nbytes * (2 if final.nbytes != w else 1)
         working = tokens * shape.hidden * final.nbytes + gather + rows * shape.vocab * 8
@@ -114,8 +112,7 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     if plan.kind != "lora":
         layer_params = shape.layer_params()
         grads_live = 4 * max(sum(layer_params[n] for n in plan.layer_trained(i)) for i in range(shape.layers))
-        head_trains = "lm_head.weight" in plan.trained or shape.tied and plan.embed
-        if head_trains and not (fused_loss or liger):
+        if plan.head_trains(shape) and not (fused_loss or liger):
             grads_live += shape.vocab * shape.hidden * 4
     dynamic = max(forward_saved + loss, activation + working + grads_live, grads)
     overhead = 0

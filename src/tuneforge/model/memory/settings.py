@@ -8,7 +8,7 @@ from typing import Any
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.model.attention import VARLEN
-from tuneforge.model.kernels import PADDING_FREE_STAGES, plan
+from tuneforge.model.kernels import PADDING_FREE_STAGES, fused_loss_wanted, plan
 
 DEFAULT_CARD_GIB = 80.0
 PAIRED_STAGES = ("rm", "dpo")  # chosen and rejected answers travel in one batch
@@ -44,7 +44,7 @@ def model_config(cfg: RunConfig) -> Any:
 def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict[str, Any]:
     """How `train` would run this config on a CUDA GPU: model/kernels.py's plan, in the memory
     model's terms (its attention names, whether full logits exist, tokens per micro-batch)."""
-    from tuneforge.model.fused_loss import SUPPORTED
+    from tuneforge.model.fused_loss import supports_fused_config
 
     stage = cfg.method.stage
     fast = plan(cfg, "cuda")  # packages the GPU lacks here only add notes, which estimate ignores
@@ -56,9 +56,7 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
         attention = "eager"
     else:  # sdpa with a block-diagonal or padding mask: no flash kernel, k/v repeated per head
         attention = "sdpa_masked"
-    fused = (stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not fast.liger
-             and getattr(config, "model_type", None) in SUPPORTED
-             and not getattr(config, "final_logit_softcapping", None))
+    fused = fused_loss_wanted(fast, cfg) and supports_fused_config(config)
     worst = cfg.train.per_device_train_batch_size * cfg.data.cutoff_len
     if stage in PAIRED_STAGES or stage == "kto":
         worst *= 2  # dpo/rm: chosen + rejected; kto: the batch plus its KL batch

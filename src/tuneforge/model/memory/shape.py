@@ -122,6 +122,10 @@ class Plan:
     def embed(self) -> bool:
         return "model.embed_tokens.weight" in self.trained
 
+    def head_trains(self, shape: Shape) -> bool:
+        """The output head trains: its own weight, or the embedding it is tied to."""
+        return "lm_head.weight" in self.trained or shape.tied and self.embed
+
 
 def _freeze_trained(shape: Shape, method: MethodConfig) -> frozenset[str]:
     """The same selection as adapters.apply_freeze, on parameter names."""
