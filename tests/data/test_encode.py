@@ -6,7 +6,8 @@ import pytest
 
 from tuneforge.config.schema import DataConfig
 from tuneforge.data.encode.pretrain import encode_pretrain
-from tuneforge.data.encode.supervised import IGNORE, encode_supervised
+from tuneforge.data.encode.supervised import encode_supervised
+from tuneforge.data.labels import IGNORE_INDEX as IGNORE
 from tuneforge.data.encode.tokenize import tokenize_turns
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import get_template

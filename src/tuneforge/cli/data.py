@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from tuneforge.data.labels import IGNORE_INDEX
+
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -20,15 +22,15 @@ def show_sample(tokenizer, input_ids: list[int], labels: list[int]) -> Text:
     text = Text()
     for tid, label in zip(input_ids, labels):
         piece = tokenizer.decode([tid])
-        text.append(piece, style="bold green" if label != -100 else "dim")
+        text.append(piece, style="bold green" if label != IGNORE_INDEX else "dim")
     return text
 
 
 def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
-    from tuneforge.cli.train import note
+    from tuneforge.log import note
     from tuneforge.config.load import load
     from tuneforge.data.dataset import build_datasets
-    from tuneforge.data.templates import get_template
+    from tuneforge.data.templates import template_for
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.model.kernels import PADDING_FREE_STAGES
     from tuneforge.model.load import load_tokenizer
@@ -38,8 +40,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
     for text in notes:
         note(text)
     tokenizer = load_tokenizer(cfg.model)
-    template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
-                            enable_thinking=cfg.data.enable_thinking)
+    template = template_for(cfg.data, tokenizer)
     stage = cfg.method.stage
     console.print(f"template [bold]{template.name}[/] ({getattr(template.template, 'notes', '')}); "
                   f"stop tokens {template.stop_strings()}")
@@ -62,7 +63,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
                   f"p99 {_percentile(lengths, 0.99)}, max {max(lengths)}; {over} exceed cutoff_len "
                   f"{cfg.data.cutoff_len} (truncated)")
     if "labels" in data.train.column_names:
-        trained = sum(sum(1 for x in row if x != -100) for row in data.train["labels"])
+        trained = sum(sum(1 for x in row if x != IGNORE_INDEX) for row in data.train["labels"])
         total = sum(len(row) for row in data.train["input_ids"])
         console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
     if stage in PADDING_FREE_STAGES:
@@ -103,7 +104,7 @@ def show_row(tokenizer, row: dict, index: int) -> None:
     answers = [(k, row[k]) for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in row]
     label = f", label {row['label']}" if "label" in row else ""
     console.print(_header(index, f"prompt {len(prompt)} tokens{label}"))
-    console.print(show_sample(tokenizer, prompt, [-100] * len(prompt)))
+    console.print(show_sample(tokenizer, prompt, [IGNORE_INDEX] * len(prompt)))
     for key, ids in answers:
         console.print(Text(f"[{key.removesuffix('_ids')}] ", style="bold") + show_sample(tokenizer, ids, ids))
     if "reference" in row and row["reference"]:

@@ -23,7 +23,7 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
                  tokens: int | None = None) -> None:
     """Print the estimate. `tokens`: tokens of one micro-batch (default: the worst case,
     per_device_train_batch_size x cutoff_len, which packed rows reach)."""
-    from tuneforge.cli.train import note
+    from tuneforge.log import note
     from tuneforge.config.errors import ConfigError
     from tuneforge.config.load import load
     from tuneforge.model.kernels import PADDING_FREE_STAGES

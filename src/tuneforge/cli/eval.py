@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def run_eval(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.cli.train import note
+    from tuneforge.log import note
     from tuneforge.config.load import load
     from tuneforge.evaluate.bench import run_benchmark
 

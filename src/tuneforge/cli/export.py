@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def run_export(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.cli.train import note
+    from tuneforge.log import note
     from tuneforge.config.load import load
     from tuneforge.export.merge import export_model
 

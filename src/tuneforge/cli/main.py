@@ -126,6 +126,9 @@ def run() -> None:
     if debug:  # accept --debug anywhere on the line: move it to where typer expects global options
         sys.argv = [sys.argv[0], "--debug"] + [a for a in sys.argv[1:] if a != "--debug"]
     quiet_libraries()
+    from tuneforge.log import to_stderr
+
+    to_stderr()
     try:
         app()
     except KeyboardInterrupt:

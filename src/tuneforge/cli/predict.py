@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def run_predict(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.cli.train import note
+    from tuneforge.log import note
     from tuneforge.config.load import load
     from tuneforge.evaluate.predict import run_prediction
 

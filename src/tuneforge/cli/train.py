@@ -8,13 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def note(text: str) -> None:
-    console.print(f"[cyan]tuneforge[/]: {text}")
+from tuneforge.log import note
 
 
 def run_train(config_path: Path, overrides: list[str]) -> None:
@@ -23,7 +17,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.config.load import load
     from tuneforge.data.dataset import build_datasets
     from tuneforge.data.packing import pack_dataset
-    from tuneforge.data.templates import get_template
+    from tuneforge.data.templates import template_for
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.evaluate.predict import maybe_predict
     from tuneforge.model import kernels
@@ -61,8 +55,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
 
     tokenizer = load_tokenizer(cfg.model)
     stage = cfg.method.stage
-    template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
-                            enable_thinking=cfg.data.enable_thinking)
+    template = template_for(cfg.data, tokenizer)
     if stage == "sft":
         mismatch = compare_with_tokenizer(template)
         if mismatch:

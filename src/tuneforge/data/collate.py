@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-IGNORE = -100
+from tuneforge.data.labels import IGNORE_INDEX
 
 
 def padded_collator(tokenizer: Any, device: str) -> Any:
     """Pads input_ids with pad and labels with -100 (padding never trains)."""
     from transformers import DataCollatorForSeq2Seq
 
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE,
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX,
                                   pad_to_multiple_of=8 if device == "cuda" else None)
 
 
@@ -63,7 +63,7 @@ class PaddingFreeCollator:
                 if length == 0:
                     continue
                 input_ids += ids[offset:offset + length]
-                labels += [IGNORE] + labs[offset + 1:offset + length]
+                labels += [IGNORE_INDEX] + labs[offset + 1:offset + length]
                 positions += range(length)
                 lengths.append(length)
                 offset += length

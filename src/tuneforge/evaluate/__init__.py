@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
+from tuneforge.log import note as stderr_note  # noqa: F401 - the default `log` of predict and eval
+
 Log = Callable[[str], None]
-
-
-def stderr_note(text: str) -> None:
-    """Default progress/notes printer for predict and eval when no CLI logger is passed."""
-    print(f"tuneforge: {text}", file=sys.stderr, flush=True)

@@ -179,15 +179,14 @@ def save_tokenizer(tokenizer: Any, bound: Any, export_dir: Path,
 def export_model(cfg: RunConfig, note: Callable[[str], None] = lambda text: None) -> ExportResult:
     import torch
 
-    from tuneforge.data.templates import get_template
+    from tuneforge.data.templates import template_for
     from tuneforge.export.chat_template import choose_chat_template
     from tuneforge.model.adapters import load_adapters
     from tuneforge.model.load import Precision, load_model, load_tokenizer
 
     plan = plan_export(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    bound = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
-                         enable_thinking=cfg.data.enable_thinking)
+    bound = template_for(cfg.data, tokenizer)
     stop_ids = bound.stop_token_ids()
     chosen = choose_chat_template(bound)  # before the weights load: a problem here costs nothing
     dtype_name = str(plan.dtype).removeprefix("torch.")

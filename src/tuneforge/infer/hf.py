@@ -9,7 +9,7 @@ from typing import Any
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.example import Example, Message
-from tuneforge.data.templates import get_template
+from tuneforge.data.templates import template_for
 from tuneforge.infer.engine import Response
 
 
@@ -31,8 +31,7 @@ class HFEngine:
 
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model)
-        self.template = get_template(cfg.data.template, self.tokenizer, default_system=cfg.data.default_system,
-                                     enable_thinking=cfg.data.enable_thinking)
+        self.template = template_for(cfg.data, self.tokenizer)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         model = load_model(cfg, Precision(dtype, False, False, device), for_training=False)

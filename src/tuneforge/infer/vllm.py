@@ -12,7 +12,7 @@ from typing import Any
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.example import Example, Message
-from tuneforge.data.templates import get_template
+from tuneforge.data.templates import template_for
 from tuneforge.infer.engine import Response, require_vllm
 
 
@@ -28,8 +28,7 @@ class VLLMEngine:
             raise ConfigError("infer_backend: vllm serves one adapter; merge the others first (tuneforge export)")
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model)
-        self.template = get_template(cfg.data.template, self.tokenizer, default_system=cfg.data.default_system,
-                                     enable_thinking=cfg.data.enable_thinking)
+        self.template = template_for(cfg.data, self.tokenizer)
         g = cfg.generate
         self.llm = vllm.LLM(model=resolve_model_path(cfg.model.model_name_or_path),
                             trust_remote_code=cfg.model.trust_remote_code, max_model_len=g.vllm_maxlen,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-IGNORE = -100
+from tuneforge.data.labels import IGNORE_INDEX
+
 CHUNK_BYTES = 256 * 2**20  # fp32 logits of one chunk
 # Architectures whose logits are exactly lm_head(final hidden state): no softcapping, scaling or
 # router loss added in the causal-LM forward (those keep the standard loss).
@@ -114,7 +115,7 @@ def causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any =
     labels = inputs.pop("labels")
     hidden = model.get_decoder()(**inputs).last_hidden_state
     shift_labels = labels[:, 1:]
-    keep = shift_labels != IGNORE
+    keep = shift_labels != IGNORE_INDEX
     targets = shift_labels[keep]
     rows = hidden[:, :-1][keep]
     normalizer = num_items_in_batch if num_items_in_batch is not None else keep.sum()

@@ -177,12 +177,11 @@ class RewardScorer:
 
 def load_reward_scorer(cfg: RunConfig, precision: Precision) -> RewardScorer:
     """The reward model of cfg.pref.reward_model on the tokenizer and template of cfg."""
-    from tuneforge.data.templates import get_template
+    from tuneforge.data.templates import template_for
     from tuneforge.model.load import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
-                            enable_thinking=cfg.data.enable_thinking)
+    template = template_for(cfg.data, tokenizer)
     stops = template.stop_strings()
     model = load_reward_model(cfg, precision)
     return RewardScorer(model, tokenizer, stops[0] if stops else (tokenizer.eos_token or ""))

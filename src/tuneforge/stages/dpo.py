@@ -29,6 +29,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 
 from tuneforge.config.errors import ConfigError
+from tuneforge.data.labels import IGNORE_INDEX
 from tuneforge.config.schema import RunConfig
 from tuneforge.stages import StageContext
 from tuneforge.stages.common import StageResult, run_trainer
@@ -135,7 +136,7 @@ class ReferenceFreeTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         mask = inputs["completion_mask"]
-        labels = inputs["input_ids"].masked_fill(mask == 0, -100)
+        labels = inputs["input_ids"].masked_fill(mask == 0, IGNORE_INDEX)
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
                     use_cache=False, fused_lm_head=True)
         shift_mask = mask[:, 1:]

@@ -21,7 +21,8 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.stages import StageContext
 from tuneforge.stages.common import StageResult, run_trainer
-from tuneforge.stages.trl_shared import note, reference_model, trl_config, use_disabled_adapter_as_reference
+from tuneforge.log import note
+from tuneforge.stages.trl_shared import reference_model, trl_config, use_disabled_adapter_as_reference
 
 PLOT_KEYS = ("loss", "eval_loss", "rewards/margins", "kl")
 

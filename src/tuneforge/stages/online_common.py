@@ -29,7 +29,8 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.model.load import Precision
 from tuneforge.stages import StageContext
 from tuneforge.stages.common import StageResult, run_trainer
-from tuneforge.stages.trl_shared import note, trl_config, use_disabled_adapter_as_reference
+from tuneforge.log import note
+from tuneforge.stages.trl_shared import trl_config, use_disabled_adapter_as_reference
 
 PLOT_KEYS = ("loss", "reward", "kl", "completions/mean_length", "eval_reward")
 

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from typing import Any
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.model.load import Precision
-
-
-def note(text: str) -> None:
-    """One line for the user, as the command prints its own."""
-    print(f"tuneforge: {text}", file=sys.stderr, flush=True)
 
 
 def trl_config(config_class: Any, args: Any, **stage_fields: Any) -> Any:

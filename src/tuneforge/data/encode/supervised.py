@@ -10,8 +10,8 @@ the last answer trains then).
 from __future__ import annotations
 
 from tuneforge.data.encode.tokenize import TurnIds
+from tuneforge.data.labels import IGNORE_INDEX
 
-IGNORE = -100
 
 
 def _cut_prompt(ids: list[int], keep: int) -> list[int]:
@@ -53,9 +53,9 @@ def encode_supervised(turns: list[TurnIds], cutoff_len: int, *, train_on_prompt:
         prompt, answer, suffix = kept[index]
         trains = not mask_history or index == last
         input_ids += prompt + answer + suffix
-        labels += (prompt if train_on_prompt and trains else [IGNORE] * len(prompt))
-        labels += answer if trains else [IGNORE] * len(answer)
-        labels += [IGNORE] * len(suffix)
-    if not any(label != IGNORE for label in labels):
+        labels += (prompt if train_on_prompt and trains else [IGNORE_INDEX] * len(prompt))
+        labels += answer if trains else [IGNORE_INDEX] * len(answer)
+        labels += [IGNORE_INDEX] * len(suffix)
+    if not any(label != IGNORE_INDEX for label in labels):
         return None
     return input_ids, labels

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
+from tuneforge.config.schema import DataConfig
 from tuneforge.data.example import Example
 from tuneforge.data.templates.auto import AutoTemplate
 from tuneforge.data.templates.base import Template, Turn
 from tuneforge.data.templates.builtin import TEMPLATES
 
-__all__ = ["BoundTemplate", "Template", "Turn", "TEMPLATES", "get_template", "template_names"]
+__all__ = ["BoundTemplate", "Template", "Turn", "TEMPLATES", "get_template", "template_for", "template_names"]
 
 
 def template_names() -> list[str]:
@@ -77,6 +78,12 @@ def get_template(name: str | None, tokenizer: Any, *, default_system: str | None
     bound = BoundTemplate(template, tokenizer, default_system, enable_thinking)
     check_fits(bound)
     return bound
+
+
+def template_for(data: DataConfig, tokenizer: Any) -> BoundTemplate:
+    """The config's template (name, default_system, enable_thinking) bound to `tokenizer`."""
+    return get_template(data.template, tokenizer, default_system=data.default_system,
+                        enable_thinking=data.enable_thinking)
 
 
 def check_fits(bound: BoundTemplate) -> None:
