@@ -73,7 +73,7 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
     import torch
 
     from tuneforge.export.quantize import check_quantization
-    from tuneforge.model.adapters import _check_adapter_dir
+    from tuneforge.model.adapters import check_adapter_dir
     from tuneforge.model.load import hub_errors, resolve_model_path
 
     e, m = cfg.export, cfg.model
@@ -94,7 +94,7 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
         raise ConfigError(f"{where}: adapter_name_or_path needs finetuning_type: lora (a freeze or full checkpoint "
                           "is exported by naming its folder in model_name_or_path)")
     for path in adapters:
-        _check_adapter_dir(path)
+        check_adapter_dir(path)
     base_path = resolve_model_path(m.model_name_or_path)
 
     out = Path(e.export_dir).expanduser()

@@ -21,7 +21,7 @@ def linear_module_names(model: Any) -> list[str]:
     return sorted(names)
 
 
-def _check_adapter_dir(path: str) -> None:
+def check_adapter_dir(path: str) -> None:
     if not (Path(path).expanduser() / "adapter_config.json").is_file():
         raise ConfigError(f"adapter_name_or_path '{path}' has no adapter_config.json (is it a LoRA adapter folder?)")
 
@@ -31,7 +31,7 @@ def load_adapters(model: Any, paths: list[str], *, trainable_last: bool) -> Any:
     from peft import PeftModel
 
     for path in paths:
-        _check_adapter_dir(path)
+        check_adapter_dir(path)
     for path in paths[:-1]:
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
     return PeftModel.from_pretrained(model, paths[-1], is_trainable=trainable_last)
@@ -47,7 +47,7 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
         from peft import PeftModel
 
         for path in adapters:
-            _check_adapter_dir(path)
+            check_adapter_dir(path)
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
     return get_peft_model(model, lora_config(method, linear_module_names(model)))
 
