@@ -112,6 +112,6 @@ def test_precision_falls_back_to_fp32_on_cpu():
 
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
-    precision = choose_precision(cfg_of(bf16=True))
+    precision = choose_precision(cfg_of(bf16=True).train, 'lora')
     assert (precision.bf16, precision.fp16, precision.load_dtype) == (False, False, torch.float32)
     assert "fp32" in precision.note

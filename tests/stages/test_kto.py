@@ -60,8 +60,8 @@ def _trainer(cfg_keys: dict, tmp_path):
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template, tokenizer)
     data = build_datasets(cfg.data, template, "kto")
-    precision = choose_precision(cfg)
-    model = apply_method(load_model(cfg, precision), cfg.method, cfg.model)
+    precision = choose_precision(cfg.train, cfg.method.finetuning_type)
+    model = apply_method(load_model(cfg.model, precision, attn_implementation=None), cfg.method, cfg.model)
     args = trl_config(KTOConfig, training_arguments(cfg, precision, has_eval=False), max_length=None,
                       train_sampling_strategy="sequential")
     trainer = _trainer_class()(model=model, args=args, train_dataset=data.train.remove_columns(["full_len"]),

@@ -53,7 +53,7 @@ def scorer_for(out: Path, kind: str):
 
     cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny", "template": "qwen3_nothink", "do_train": False,
                         "reward_model": str(out), "reward_model_type": kind})
-    return load_reward_scorer(cfg, choose_precision(cfg))
+    return load_reward_scorer(cfg, choose_precision(cfg.train, cfg.method.finetuning_type))
 
 
 def prompt_text(question: str) -> str:

@@ -42,7 +42,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if hasattr(runner, "check"):  # stage settings that need no weights: fail before anything loads
         runner.check(cfg)
     resume = check_output_dir(cfg)
-    precision = choose_precision(cfg)
+    precision = choose_precision(cfg.train, cfg.method.finetuning_type)
     if precision.note:
         note(precision.note)
     fast = kernels.plan(cfg, precision.device)
@@ -88,7 +88,7 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if hasattr(runner, "build_model"):  # e.g. rm: a causal LM with a value head
         model = runner.build_model(cfg, precision)
     else:
-        model = apply_method(load_model(cfg, precision, attn_implementation=fast.attn_implementation),
+        model = apply_method(load_model(cfg.model, precision, attn_implementation=fast.attn_implementation),
                              cfg.method, cfg.model)
     kernels.settle_loss(fast, cfg, model)
     trainable, total = count_parameters(model)

@@ -193,7 +193,9 @@ def export_model(cfg: RunConfig, note: Callable[[str], None] = lambda text: None
     if cfg.export.export_device == "auto" and plan.device == "cpu":
         note("export_device auto: no GPU visible, merging on the CPU")
 
-    model = load_model(cfg, Precision(plan.dtype, False, False, plan.device), for_training=False)
+    # merging runs no attention: transformers' default implementation whatever flash_attn says
+    model = load_model(cfg.model, Precision(plan.dtype, False, False, plan.device), attn_implementation=None,
+                       for_training=False)
     if plan.device != "cpu":
         model = model.to(plan.device)
     if plan.adapters:

@@ -27,6 +27,7 @@ class HFEngine:
         import torch
 
         from tuneforge.model.adapters import load_adapters
+        from tuneforge.model.attention import choose_attention
         from tuneforge.model.load import Precision, load_model, load_tokenizer
 
         self.cfg = cfg
@@ -34,7 +35,9 @@ class HFEngine:
         self.template = template_for(cfg.data, self.tokenizer)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        model = load_model(cfg, Precision(dtype, False, False, device), for_training=False)
+        attention = choose_attention(cfg.model.flash_attn, device, padding_free=False)
+        model = load_model(cfg.model, Precision(dtype, False, False, device),
+                           attn_implementation=attention.implementation, for_training=False)
         if cfg.model.adapter_name_or_path:
             model = load_adapters(model, cfg.model.adapter_name_or_path, trainable_last=False)
         self.model = model.to(device).eval()

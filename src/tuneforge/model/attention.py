@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 VARLEN = "tuneforge_varlen"
@@ -153,20 +154,34 @@ def flash_attn_installed() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def choose_attention(flash_attn: str, device: str, padding_free: bool) -> tuple[str | None, str]:
-    """-> (attn_implementation for from_pretrained, or None for transformers' default; what the log says).
+@dataclass(frozen=True)
+class AttentionChoice:
+    """What every loader passes to from_pretrained, decided once per run (model/kernels.py)."""
 
-    `flash_attn` is LLaMA-Factory's key (auto | sdpa | eager | fa2 | disabled)."""
-    if flash_attn == "fa2":  # model/kernels.py has checked that flash-attn is there
-        return "flash_attention_2", "flash-attn varlen"
+    implementation: str | None  # attn_implementation; None = transformers' default (sdpa)
+    label: str                  # what the log says
+    note: str = ""              # a switch this machine cannot honour, and what is used instead
+
+
+def choose_attention(flash_attn: str, device: str, padding_free: bool) -> AttentionChoice:
+    """LLaMA-Factory's `flash_attn` (auto | sdpa | eager | fa2 | disabled) on this device.
+
+    `fa2` without flash-attn on a CUDA GPU falls back to PyTorch's kernels with a note (which also
+    isolate samples), so one YAML runs anywhere and no loader ever asks transformers for it."""
+    note = ""
+    if flash_attn == "fa2":
+        if device == "cuda" and flash_attn_installed():
+            return AttentionChoice("flash_attention_2", "flash-attn varlen")
+        note = "flash_attn: fa2 needs flash-attn on a CUDA GPU; using PyTorch's attention instead"
+        flash_attn = "auto"
     if flash_attn in ("sdpa", "eager", "disabled"):
         impl = "sdpa" if flash_attn == "sdpa" else "eager"
-        return impl, f"{impl} (samples isolated by a block-diagonal mask)" if padding_free else impl
+        return AttentionChoice(impl, f"{impl} (samples isolated by a block-diagonal mask)" if padding_free else impl)
     if not padding_free:
-        return None, "sdpa"
+        return AttentionChoice(None, "sdpa", note)
     if device == "cuda" and flash_attn_installed():
-        return "flash_attention_2", "flash-attn varlen"
+        return AttentionChoice("flash_attention_2", "flash-attn varlen", note)
     register()
     if device == "cuda" and _cuda_varlen() is not None:
-        return VARLEN, "PyTorch varlen flash kernel"
-    return VARLEN, "per-sample SDPA"
+        return AttentionChoice(VARLEN, "PyTorch varlen flash kernel", note)
+    return AttentionChoice(VARLEN, "per-sample SDPA", note)

@@ -20,7 +20,7 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.model.attention import choose_attention, flash_attn_installed
+from tuneforge.model.attention import choose_attention
 
 PADDING_FREE_STAGES = ("sft", "pt")
 
@@ -54,13 +54,8 @@ def plan(cfg: RunConfig, device: str) -> FastPath:
     if packing and stage not in PADDING_FREE_STAGES:
         raise ConfigError(f"packing: true applies to stage sft or pt, not {stage}")
     padding_free = stage in PADDING_FREE_STAGES and (cfg.data.padding_free or packing)
-    notes: list[str] = []
-    flash = cfg.model.flash_attn
-    if flash == "fa2" and not (device == "cuda" and flash_attn_installed()):
-        # one YAML runs anywhere (as bf16 falls back on a CPU): PyTorch's kernels isolate samples too
-        notes.append("flash_attn: fa2 needs flash-attn on a CUDA GPU; using PyTorch's attention instead")
-        flash = "auto"
-    impl, attention = choose_attention(flash, device, padding_free)
+    attention = choose_attention(cfg.model.flash_attn, device, padding_free)
+    notes = [attention.note] if attention.note else []
     liger = cfg.model.enable_liger_kernel
     if liger and not (device == "cuda" and liger_installed()):
         why = "a CUDA GPU" if device != "cuda" else "the liger-kernel package (pip install liger-kernel)"
@@ -68,7 +63,8 @@ def plan(cfg: RunConfig, device: str) -> FastPath:
         liger = False
     if liger is None:  # auto
         liger = device == "cuda" and liger_installed() and stage in PADDING_FREE_STAGES
-    return FastPath(padding_free=padding_free, packing=packing, attn_implementation=impl, attention=attention,
+    return FastPath(padding_free=padding_free, packing=packing, attn_implementation=attention.implementation,
+                    attention=attention.label,
                     liger=bool(liger), notes=notes)
 
 

@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.config.schema import ModelConfig, RunConfig
+from tuneforge.config.schema import ModelConfig, TrainConfig
 from tuneforge.model.tiny import TINY_NAME
-
-ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "eager", "disabled": "eager", "fa2": "flash_attention_2"}
 
 
 def resolve_model_path(name: str) -> str:
@@ -36,26 +34,25 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _hub_error(what: str, name: str, exc: Exception) -> ConfigError:
+def _hub_error(what: str, name: str, exc: Exception, key: str) -> ConfigError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     if Path(name).expanduser().is_dir():
-        return ConfigError(f"cannot load {what} from model_name_or_path '{name}' ({first})")
+        return ConfigError(f"cannot load {what} from {key} '{name}' ({first})")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     return ConfigError(f"cannot load {what} '{name}': not a local folder, and the hub "
                        f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'} ({first})")
 
 
 @contextmanager
-def hub_errors(what: str, name: str) -> Iterator[None]:
-    """from_pretrained failures a user can cause -> one ConfigError line."""
+def hub_errors(what: str, name: str, key: str = "model_name_or_path") -> Iterator[None]:
+    """from_pretrained failures a user can cause (a folder that is not that kind of model, a hub id
+    that cannot be fetched, code the model ships) -> one ConfigError line naming `key`."""
     try:
         yield
-    except ValueError as exc:
+    except (ValueError, ImportError, OSError) as exc:
         if "trust_remote_code" in str(exc):
             raise ConfigError(f"model '{name}' ships its own code; set trust_remote_code: true if you trust it") from None
-        raise _hub_error(what, name, exc) from None
-    except OSError as exc:
-        raise _hub_error(what, name, exc) from None
+        raise _hub_error(what, name, exc, key) from None
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
@@ -84,10 +81,9 @@ class Precision:
     note: str = ""
 
 
-def choose_precision(cfg: RunConfig) -> Precision:
+def choose_precision(t: TrainConfig, finetuning_type: str) -> Precision:
     import torch
 
-    t = cfg.train
     if torch.cuda.is_available() and not t.use_cpu:
         device = "cuda"
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() and not t.use_cpu:
@@ -109,33 +105,24 @@ def choose_precision(cfg: RunConfig) -> Precision:
     half = torch.bfloat16 if bf16 else torch.float16
     # Adapters and frozen layers train on half-precision base weights; full fine-tuning keeps fp32
     # master weights and lets autocast do the half-precision math.
-    load = half if cfg.method.finetuning_type in ("lora", "freeze") else torch.float32
+    load = half if finetuning_type in ("lora", "freeze") else torch.float32
     return Precision(load, bf16, fp16, device)
 
 
-def load_model(cfg: RunConfig, precision: Precision, *, for_training: bool = True,
-               attn_implementation: str | None = None) -> Any:
-    """`attn_implementation` (from model/kernels.py's plan) wins over the config's flash_attn."""
+def load_model(m: ModelConfig, precision: Precision, *, attn_implementation: str | None,
+               for_training: bool = True) -> Any:
+    """The causal LM of `m` in `precision.load_dtype`. `attn_implementation` is the run's one attention
+    decision (model/attention.py's choose_attention; None = transformers' default); `flash_attn`
+    is never read here, so no loader can ask for a kernel this machine lacks."""
     from transformers import AutoModelForCausalLM
 
-    m = cfg.model
     path = resolve_model_path(m.model_name_or_path)
     kwargs: dict[str, Any] = dict(dtype=precision.load_dtype, trust_remote_code=m.trust_remote_code,
                                   revision=m.model_revision, cache_dir=m.cache_dir)
-    attn = attn_implementation or ATTENTION[m.flash_attn]
-    if attn:
-        kwargs["attn_implementation"] = attn
-    try:
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    with hub_errors("model", m.model_name_or_path):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise ConfigError(f"model '{m.model_name_or_path}' ships its own code; set trust_remote_code: true "
-                              "if you trust it") from None
-        raise ConfigError(f"cannot load model '{m.model_name_or_path}': {str(exc).splitlines()[0]}") from None
-    except ImportError as exc:
-        raise ConfigError(f"cannot load model '{m.model_name_or_path}': {str(exc).splitlines()[0]}") from None
-    except OSError as exc:
-        raise _hub_error("model", m.model_name_or_path, exc) from None
     if for_training:
         model.config.use_cache = False
     return model

@@ -23,10 +23,12 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import ModelConfig, RunConfig
-from tuneforge.model.load import ATTENTION, Precision, resolve_model_path
+from tuneforge.model.attention import choose_attention
+from tuneforge.model.load import Precision, hub_errors, resolve_model_path
 
 
-def load_sequence_classifier(path: str, model_cfg: ModelConfig, dtype: Any) -> Any:
+def load_sequence_classifier(path: str, model_cfg: ModelConfig, dtype: Any, *, attn_implementation: str | None,
+                             key: str = "model_name_or_path") -> Any:
     """`path` (a causal LM or a saved reward model) as a one-label sequence classifier.
 
     Loading a causal LM this way drops its lm_head and adds a freshly initialised `score` head;
@@ -36,16 +38,10 @@ def load_sequence_classifier(path: str, model_cfg: ModelConfig, dtype: Any) -> A
 
     kwargs: dict[str, Any] = dict(dtype=dtype, num_labels=1, trust_remote_code=model_cfg.trust_remote_code,
                                   cache_dir=model_cfg.cache_dir)
-    attn = ATTENTION[model_cfg.flash_attn]
-    if attn:
-        kwargs["attn_implementation"] = attn
-    try:
-        with suppress_seqcls_warning():
-            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    except (ValueError, OSError, ImportError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"cannot load '{path}' as a reward model ({first})") from None
-    return model
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    with hub_errors("reward model", path, key), suppress_seqcls_warning():
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 
 
 def merge_adapters(model: Any, paths: list[str], what: str) -> Any:
@@ -111,14 +107,17 @@ def load_reward_model(cfg: RunConfig, precision: Precision) -> Any:
     pref = cfg.pref
     path = check_reward_model(cfg)
     dtype = inference_dtype(precision)
+    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False).implementation
     if pref.reward_model_type == "lora":
         from peft import PeftModel
 
-        base = load_sequence_classifier(resolve_model_path(cfg.model.model_name_or_path), cfg.model, dtype)
+        base = load_sequence_classifier(resolve_model_path(cfg.model.model_name_or_path), cfg.model, dtype,
+                                        attn_implementation=attention)
         base = merge_adapters(base, pref.reward_model_adapters or [], "reward_model_adapters")
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     else:
-        model = load_sequence_classifier(str(path), cfg.model, dtype)
+        model = load_sequence_classifier(str(path), cfg.model, dtype, attn_implementation=attention,
+                                         key="reward_model")
         model = merge_adapters(model, pref.reward_model_adapters or [], "reward_model_adapters")
     model.requires_grad_(False)
     return model.to(precision.device).eval()

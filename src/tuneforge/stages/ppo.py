@@ -59,6 +59,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 def build_model(cfg: RunConfig, precision: Precision) -> PolicyWithValue:
     """Checks what PPO needs before any weights load, then the LoRA policy with a value head."""
     from tuneforge.model.adapters import apply_method
+    from tuneforge.model.attention import choose_attention
     from tuneforge.model.load import load_model
     from tuneforge.model.reward import check_reward_model
 
@@ -70,7 +71,9 @@ def build_model(cfg: RunConfig, precision: Precision) -> PolicyWithValue:
     if cfg.train.resume_from_checkpoint:
         raise ConfigError("stage ppo cannot resume from a checkpoint; continue from its adapter with "
                           "adapter_name_or_path instead")
-    return PolicyWithValue(apply_method(load_model(cfg, precision), cfg.method, cfg.model))
+    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False)
+    policy = load_model(cfg.model, precision, attn_implementation=attention.implementation)
+    return PolicyWithValue(apply_method(policy, cfg.method, cfg.model))
 
 
 class PolicyWithValue(torch.nn.Module):

@@ -52,10 +52,12 @@ def build_model(cfg: RunConfig, precision: Precision) -> Any:
     import torch
 
     from tuneforge.model.adapters import apply_method
+    from tuneforge.model.attention import choose_attention
     from tuneforge.model.reward import load_sequence_classifier
 
+    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False)
     model = load_sequence_classifier(resolve_model_path(cfg.model.model_name_or_path), cfg.model,
-                                     precision.load_dtype)
+                                     precision.load_dtype, attn_implementation=attention.implementation)
     model.config.use_cache = False
     method = cfg.method
     if method.finetuning_type == "lora":

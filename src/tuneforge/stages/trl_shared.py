@@ -34,6 +34,7 @@ def reference_model(cfg: RunConfig, precision: Precision) -> Any | None:
     adapter is disabled instead); otherwise a second copy of the starting model, as trl would load it,
     but through our loader (revision, cache_dir, attention, trust_remote_code) in inference precision."""
     from tuneforge.model.adapters import load_adapters
+    from tuneforge.model.attention import choose_attention
     from tuneforge.model.load import load_model
     from tuneforge.model.reward import inference_dtype
 
@@ -43,9 +44,9 @@ def reference_model(cfg: RunConfig, precision: Precision) -> Any | None:
     model_cfg = cfg.model
     if pref.ref_model is not None:
         model_cfg = model_cfg.model_copy(update={"model_name_or_path": pref.ref_model, "adapter_name_or_path": None})
-    ref_cfg = cfg.model_copy(update={"model": model_cfg})
-    model = load_model(ref_cfg, dataclasses.replace(precision, load_dtype=inference_dtype(precision)),
-                       for_training=False)
+    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False)
+    model = load_model(model_cfg, dataclasses.replace(precision, load_dtype=inference_dtype(precision)),
+                       attn_implementation=attention.implementation, for_training=False)
     if pref.ref_model is not None and pref.ref_model_adapters:
         model = load_adapters(model, pref.ref_model_adapters, trainable_last=False).merge_and_unload()
     model.requires_grad_(False)
