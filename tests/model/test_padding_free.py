@@ -138,11 +138,12 @@ def test_a_failing_kernel_falls_back_to_per_sample_attention_with_one_warning(mo
         raise RuntimeError("no kernel for head_dim 96 on this build")
 
     monkeypatch.setattr(attention, "_cuda_varlen", lambda: (broken, frozenset({"window_size"})))
-    monkeypatch.setattr(attention, "_BROKEN", [])
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(3))
     cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    layer = torch.nn.Module()
     with pytest.warns(UserWarning, match="varlen attention kernel failed"):
-        out = attention._attend(q, k, v, cu, 7, 0.35, 0.0, use_kernel=True)
+        out = attention._attend(layer, q, k, v, cu, 7, 0.35, 0.0, use_kernel=True)
     assert torch.allclose(out, attention._per_sample(q, k, v, cu, 0.35, 0.0))
-    assert attention._BROKEN  # later layers and steps go straight to the fallback
+    assert getattr(layer, attention.KERNEL_FAILED)  # this layer's later steps go straight to the fallback
+    assert not hasattr(torch.nn.Module(), attention.KERNEL_FAILED)  # and no other model is affected

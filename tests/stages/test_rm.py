@@ -48,12 +48,15 @@ RM = dict(stage="rm", dataset="polite", cutoff_len=64, per_device_train_batch_si
 
 def scorer_for(out: Path, kind: str):
     from tuneforge.config.load import load
-    from tuneforge.model.load import choose_precision
+    from tuneforge.data.templates import template_for
+    from tuneforge.model.load import choose_precision, load_tokenizer
     from tuneforge.model.reward import load_reward_scorer
 
     cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny", "template": "qwen3_nothink", "do_train": False,
                         "reward_model": str(out), "reward_model_type": kind})
-    return load_reward_scorer(cfg, choose_precision(cfg.train, cfg.method.finetuning_type))
+    template = template_for(cfg.data, load_tokenizer(cfg.model))
+    precision = choose_precision(cfg.train, cfg.method.finetuning_type)
+    return load_reward_scorer(cfg.pref, cfg.model, template, precision, attention=None)
 
 
 def prompt_text(question: str) -> str:

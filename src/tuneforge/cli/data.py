@@ -27,18 +27,15 @@ def show_sample(tokenizer, input_ids: list[int], labels: list[int]) -> Text:
 
 
 def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
-    from tuneforge.log import note
-    from tuneforge.config.load import load
+    from tuneforge.cli.config import load_config
+    from tuneforge.config.stages import facts
     from tuneforge.data.dataset import build_datasets
     from tuneforge.data.templates import template_for
     from tuneforge.data.templates.check import compare_with_tokenizer
-    from tuneforge.model.kernels import PADDING_FREE_STAGES
     from tuneforge.model.load import load_tokenizer
 
     # a check writes nothing: a training config need not name its output_dir here
-    cfg, notes = load(config_path, overrides, base={"output_dir": "unused-by-data-check"})
-    for text in notes:
-        note(text)
+    cfg = load_config(config_path, overrides, base={"output_dir": "unused-by-data-check"})
     tokenizer = load_tokenizer(cfg.model)
     template = template_for(cfg.data, tokenizer)
     stage = cfg.method.stage
@@ -66,7 +63,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
         trained = sum(sum(1 for x in row if x != IGNORE_INDEX) for row in data.train["labels"])
         total = sum(len(row) for row in data.train["input_ids"])
         console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
-    if stage in PADDING_FREE_STAGES:
+    if facts(stage).padding_free:
         show_batching([len(row) for row in data.train["input_ids"]], cfg)
     for index in range(min(samples, len(data.train))):
         show_row(tokenizer, data.train[index], index)

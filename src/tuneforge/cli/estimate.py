@@ -8,6 +8,7 @@ config leaves it open (`disable_gradient_checkpointing` unset).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -23,48 +24,64 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
                  tokens: int | None = None) -> None:
     """Print the estimate. `tokens`: tokens of one micro-batch (default: the worst case,
     per_device_train_batch_size x cutoff_len, which packed rows reach)."""
-    from tuneforge.log import note
+    from tuneforge.cli.config import load_config
     from tuneforge.config.errors import ConfigError
-    from tuneforge.config.load import load
-    from tuneforge.model.kernels import PADDING_FREE_STAGES
-    from tuneforge.model.memory import GIB, choose_checkpointing, estimate_memory
-    from tuneforge.model.memory.settings import (
-        PAIRED_STAGES,
-        card_bytes,
-        estimate_args,
-        model_config,
-        run_settings,
-    )
-    from tuneforge.train.arguments import wants_checkpointing
+    from tuneforge.config.stages import facts
+    from tuneforge.model.memory import GIB
+    from tuneforge.model.memory.settings import card_bytes, model_config, run_settings
 
     # estimate writes nothing: a config without output_dir (given on the train command line) is fine
-    cfg, notes = load(config_path, overrides, base={"output_dir": "unused-by-estimate"})
-    for text in notes:
-        note(text)
+    cfg = load_config(config_path, overrides, base={"output_dir": "unused-by-estimate"})
     if tokens is not None and tokens <= 0:
         raise ConfigError(f"--tokens must be positive, got {tokens}")
     config = model_config(cfg)
     run = run_settings(cfg, config, tokens)
     card, card_source = card_bytes(gpu_mem_gib)
+    off, on, chosen, reason = _decide(cfg, config, run, card)
+    _print_header(cfg, run, tokens)
+    _print_table(off, on)
+    console.print(f"card memory: {card / GIB:.1f} GiB ({card_source})")
+    console.print(f"gradient checkpointing: [bold]{reason}[/]")
+    for text in chosen.notes:
+        console.print(f"[dim]note: {text}[/]")
+    stage = cfg.method.stage
+    if not facts(stage).padding_free:
+        console.print(f"[dim]note: stage {stage}: only the policy's forward and backward are modelled "
+                      "(no reference or reward model, no generation)[/]")
+
+
+def _decide(cfg: Any, config: Any, run: dict[str, Any], card: int) -> tuple[Any, Any, Any, str]:
+    """Both estimates, the one `train` would use and why (the config's setting, or the card)."""
+    from tuneforge.model.memory import GIB, choose_checkpointing, estimate_memory
+    from tuneforge.model.memory.settings import estimate_args
+    from tuneforge.train.arguments import wants_checkpointing
+
     common = estimate_args(run)
     off = estimate_memory(config, cfg.method, checkpointing=False, **common)
     on = estimate_memory(config, cfg.method, checkpointing=True, **common)
     forced = wants_checkpointing(cfg)
     if forced is None:
         use, reason = choose_checkpointing(config, cfg.method, card_bytes=card, **common)
-        chosen = on if use else off
-    else:
-        chosen = on if forced else off
-        reason = (f"{'on' if forced else 'off'} (set in the config; predicted {chosen.peak_gib:.1f} GiB, "
-                  f"card {card / GIB:.0f} GiB)")
+        return off, on, on if use else off, reason
+    chosen = on if forced else off
+    return off, on, chosen, (f"{'on' if forced else 'off'} (set in the config; predicted {chosen.peak_gib:.1f} GiB, "
+                             f"card {card / GIB:.0f} GiB)")
+
+
+def _print_header(cfg: Any, run: dict[str, Any], tokens: int | None) -> None:
+    from tuneforge.config.stages import facts
 
     stage = cfg.method.stage
+    sequences = facts(stage).sequences
     loss = "Liger fused linear+CE" if run["liger"] else "chunked linear+CE" if run["fused_loss"] else "full logits"
     where = ("--tokens" if tokens else f"per_device_train_batch_size {cfg.train.per_device_train_batch_size} x "
-             f"cutoff_len {cfg.data.cutoff_len}{' x 2' if stage in PAIRED_STAGES or stage == 'kto' else ''}")
+             f"cutoff_len {cfg.data.cutoff_len}{f' x {sequences}' if sequences > 1 else ''}")
     console.print(f"[bold]{cfg.model.model_name_or_path}[/]: {cfg.method.finetuning_type}, stage {stage}, "
                   f"{run['tokens']:,} tokens per micro-batch ({where}), bf16/fp16, "
                   f"attention {run['attention']}, loss {loss}")
+
+
+def _print_table(off: Any, on: Any) -> None:
     table = Table(show_header=True, header_style="bold")
     table.add_column("")
     table.add_column("checkpointing off", justify="right")
@@ -80,10 +97,3 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    console.print(f"card memory: {card / GIB:.1f} GiB ({card_source})")
-    console.print(f"gradient checkpointing: [bold]{reason}[/]")
-    for text in chosen.notes:
-        console.print(f"[dim]note: {text}[/]")
-    if stage not in PADDING_FREE_STAGES:
-        console.print(f"[dim]note: stage {stage}: only the policy's forward and backward are modelled "
-                      "(no reference or reward model, no generation)[/]")

@@ -1,46 +1,75 @@
-"""`tuneforge train CONFIG [key=value ...]`: config -> data -> model -> stage -> outputs.
+"""`tuneforge train CONFIG [key=value ...]`: setup -> prepare -> build -> fit -> finish.
 
-Everything a user can get wrong (config, output folder, tokenizer, template, every record)
-is checked before model weights load, so mistakes surface in seconds, not after GPU start-up.
+- setup:   config, the stage's own checks, output folder, precision, fast path (nothing loaded);
+- prepare: tokenizer, template, every record encoded (cached), packing, TrainingArguments;
+- build:   the model with the fine-tuning method applied, the loss settled for it;
+- fit:     the stage trains and saves;
+- finish:  plots, the summary line, predictions when asked.
+
+Everything a user can get wrong (config, output folder, tokenizer, template, every record,
+training arguments) is checked before model weights load, so mistakes surface in seconds.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from tuneforge.config.schema import RunConfig
 from tuneforge.log import note
+
+if TYPE_CHECKING:  # the heavy modules load inside the steps, after the config is read
+    from tuneforge.data.dataset import EncodedData
+    from tuneforge.data.templates import BoundTemplate
+    from tuneforge.model.kernels import FastPath
+    from tuneforge.model.load import Precision
+    from tuneforge.stages import Stage, StageResult
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What is decided before anything loads."""
+
+    cfg: RunConfig
+    stage: Stage
+    precision: Precision
+    fast: FastPath
+    resume: str | None  # the checkpoint to continue from
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What is loaded before the weights: tokenizer, template, encoded data, training arguments."""
+
+    tokenizer: Any
+    template: BoundTemplate
+    data: EncodedData
+    args: Any  # transformers.TrainingArguments
 
 
 def run_train(config_path: Path, overrides: list[str]) -> None:
-    from transformers import set_seed
-
-    from tuneforge.config.load import load
-    from tuneforge.data.dataset import build_datasets
-    from tuneforge.data.packing import pack_dataset
-    from tuneforge.data.templates import template_for
-    from tuneforge.data.templates.check import compare_with_tokenizer
+    from tuneforge.cli.config import load_config
     from tuneforge.evaluate.predict import maybe_predict
-    from tuneforge.model import kernels
-    from tuneforge.model.adapters import apply_method, count_parameters
-    from tuneforge.model.load import choose_precision, load_model, load_tokenizer
-    from tuneforge.model.memory.settings import decide_checkpointing, worst_micro_batch
-    from tuneforge.stages import StageContext, stage_module
-    from tuneforge.train.arguments import training_arguments, wants_checkpointing
-    from tuneforge.train.outputs import (
-        check_output_dir,
-        clear_previous_run,
-        write_run_config,
-    )
-    from tuneforge.train.plot import plot_losses
 
-    cfg, notes = load(config_path, overrides)
-    for text in notes:
-        note(text)
+    cfg = load_config(config_path, overrides)
     if not cfg.train.do_train:  # LLaMA-Factory predicts through `train` with do_train: false
-        return maybe_predict(cfg, log=note)
-    runner = stage_module(cfg.method.stage)
-    if hasattr(runner, "check"):  # stage settings that need no weights: fail before anything loads
-        runner.check(cfg)
+        return maybe_predict(cfg)
+    run = setup(cfg)
+    prepared = prepare(run)
+    run, model = build(run)
+    result = fit(run, prepared, model)
+    finish(run, result)
+
+
+def setup(cfg: RunConfig) -> Setup:
+    from tuneforge.model import kernels
+    from tuneforge.model.load import choose_precision
+    from tuneforge.stages.registry import get_stage
+    from tuneforge.train.outputs import check_output_dir
+
+    stage = get_stage(cfg.method.stage)
+    stage.check(cfg)  # stage settings that need no weights: fail before anything loads
     resume = check_output_dir(cfg)
     precision = choose_precision(cfg.train, cfg.method.finetuning_type)
     if precision.note:
@@ -50,18 +79,34 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         note(text)
     if cfg.model.use_unsloth:
         note("use_unsloth: unsloth is not used; tuneforge's own fast path (padding-free, fused loss) is on")
-    has_eval = bool(cfg.data.val_size or cfg.data.eval_dataset)
-    args = training_arguments(cfg, precision, has_eval=has_eval, fast=fast)  # checked before anything loads
+    return Setup(cfg, stage, precision, fast, resume)
 
+
+def prepare(run: Setup) -> Prepared:
+    from tuneforge.data.dataset import build_datasets
+    from tuneforge.data.templates import template_for
+    from tuneforge.data.templates.check import compare_with_tokenizer
+    from tuneforge.model.load import load_tokenizer
+    from tuneforge.train.arguments import training_arguments
+
+    cfg = run.cfg
     tokenizer = load_tokenizer(cfg.model)
-    stage = cfg.method.stage
     template = template_for(cfg.data, tokenizer)
-    if stage == "sft":
+    if cfg.method.stage == "sft":
         mismatch = compare_with_tokenizer(template)
         if mismatch:
             note(mismatch)
-    data = build_datasets(cfg.data, template, stage, seed=cfg.train.seed,
+    data = build_datasets(cfg.data, template, cfg.method.stage, seed=cfg.train.seed,
                           need_eval=cfg.train.eval_strategy != "no")
+    _report_data(cfg, data)
+    if run.fast.packing:
+        data = _pack(cfg, data)
+    args = training_arguments(cfg, run.precision, has_eval=bool(cfg.data.val_size or cfg.data.eval_dataset),
+                              fast=run.fast, checkpointing=_checkpointing(run, data))
+    return Prepared(tokenizer, template, data, args)
+
+
+def _report_data(cfg: RunConfig, data: EncodedData) -> None:
     counts = ", ".join(f"{k}: {v}" for k, v in data.report.counts.items())
     note(f"data: {len(data.train)} training samples ({counts})"
          + (f", {len(data.eval)} eval" if data.eval is not None else "")
@@ -70,40 +115,81 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         note(f"skipped {len(data.report.skipped)} bad records (bad_records: skip); first: {data.report.skipped[0]}")
     if data.dropped:
         note(f"dropped {data.dropped} samples with no trained token left within cutoff_len {cfg.data.cutoff_len}")
-    if fast.packing:
-        samples = len(data.train)
-        data.train = pack_dataset(data.train, cfg.data.cutoff_len)
-        data.eval = pack_dataset(data.eval, cfg.data.cutoff_len) if data.eval is not None else None
-        note(f"packing: {samples} samples -> {len(data.train)} rows of at most {cfg.data.cutoff_len} tokens")
-    if precision.device == "cuda" and wants_checkpointing(cfg) is None and stage in kernels.PADDING_FREE_STAGES:
-        # sized on the largest micro-batch this data can form, not batch x cutoff_len
-        tokens = worst_micro_batch([len(ids) for ids in data.train["input_ids"]],
-                                   cfg.train.per_device_train_batch_size, fast.padding_free)
-        checkpointing, reason = decide_checkpointing(cfg, tokens)
-        note(f"gradient checkpointing {reason}, largest micro-batch {tokens:,} tokens")
-        if checkpointing:
-            args = training_arguments(cfg, precision, has_eval=has_eval, fast=fast, checkpointing=True)
 
-    set_seed(cfg.train.seed)  # adapter init (LoRA A, value heads) must repeat run to run, as the data order does
-    if hasattr(runner, "build_model"):  # e.g. rm: a causal LM with a value head
-        model = runner.build_model(cfg, precision)
-    else:
-        model = apply_method(load_model(cfg.model, precision, attn_implementation=fast.attn_implementation),
-                             cfg.method, cfg.model)
-    kernels.settle_loss(fast, cfg, model)
+
+def _pack(cfg: RunConfig, data: EncodedData) -> EncodedData:
+    import dataclasses
+
+    from tuneforge.data.packing import pack_dataset
+
+    cutoff = cfg.data.cutoff_len
+    packed = dataclasses.replace(data, train=pack_dataset(data.train, cutoff),
+                                 eval=pack_dataset(data.eval, cutoff) if data.eval is not None else None)
+    note(f"packing: {len(data.train)} samples -> {len(packed.train)} rows of at most {cutoff} tokens")
+    return packed
+
+
+def _checkpointing(run: Setup, data: EncodedData) -> bool | None:
+    """On a GPU, when the config leaves it open: sized on the largest micro-batch this data can form,
+    not batch x cutoff_len. None leaves it to the config."""
+    from tuneforge.config.stages import facts
+    from tuneforge.model.memory.settings import decide_checkpointing, worst_micro_batch
+    from tuneforge.train.arguments import wants_checkpointing
+
+    cfg = run.cfg
+    if run.precision.device != "cuda" or wants_checkpointing(cfg) is not None or not facts(cfg.method.stage).padding_free:
+        return None
+    tokens = worst_micro_batch([len(ids) for ids in data.train["input_ids"]],
+                               cfg.train.per_device_train_batch_size, run.fast.padding_free)
+    checkpointing, reason = decide_checkpointing(cfg, tokens)
+    note(f"gradient checkpointing {reason}, largest micro-batch {tokens:,} tokens")
+    return checkpointing
+
+
+def build(run: Setup) -> tuple[Setup, Any]:
+    """The model (seeded: adapter init, LoRA A and value heads, repeats run to run, as the data order
+    does); the returned Setup has the loss settled for this model."""
+    import dataclasses
+
+    from transformers import set_seed
+
+    from tuneforge.model import kernels
+    from tuneforge.model.adapters import count_parameters
+
+    cfg = run.cfg
+    set_seed(cfg.train.seed)
+    model = run.stage.build_model(cfg, run.precision, run.fast.attn_implementation)
+    run = dataclasses.replace(run, fast=kernels.settle_loss(run.fast, cfg, model))
     trainable, total = count_parameters(model)
+    p = run.precision
     note(f"{cfg.method.finetuning_type} on {cfg.model.model_name_or_path}: trainable {trainable:,} of {total:,} "
-         f"parameters ({100 * trainable / total:.4f}%), device {precision.device}, "
-         f"{'bf16' if precision.bf16 else 'fp16' if precision.fp16 else 'fp32'}")
+         f"parameters ({100 * trainable / total:.4f}%), device {p.device}, "
+         f"{'bf16' if p.bf16 else 'fp16' if p.fp16 else 'fp32'}")
+    return run, model
 
-    if cfg.train.overwrite_output_dir and not resume:
+
+def fit(run: Setup, prepared: Prepared, model: Any) -> StageResult:
+    from tuneforge.config.stages import facts
+    from tuneforge.stages import StageContext
+    from tuneforge.train.outputs import clear_previous_run, write_run_config
+
+    cfg = run.cfg
+    if cfg.train.overwrite_output_dir and not run.resume:
         clear_previous_run(cfg.train.output_dir)
     write_run_config(cfg, cfg.train.output_dir)
-    if stage in kernels.PADDING_FREE_STAGES:
-        note(f"fast path: {fast.describe()}")
-    ctx = StageContext(cfg=cfg, args=args, model=model, tokenizer=tokenizer, template=template, data=data,
-                       precision=precision, resume=resume, fast=fast)
-    result = runner.run(ctx)
+    if facts(cfg.method.stage).padding_free:
+        note(f"fast path: {run.fast.describe()}")
+    ctx = StageContext(cfg=cfg, args=prepared.args, model=model, tokenizer=prepared.tokenizer,
+                       template=prepared.template, data=prepared.data, precision=run.precision, fast=run.fast,
+                       resume=run.resume)
+    return run.stage.run(ctx)
+
+
+def finish(run: Setup, result: StageResult) -> None:
+    from tuneforge.evaluate.predict import maybe_predict
+    from tuneforge.train.plot import plot_losses
+
+    cfg = run.cfg
     if cfg.method.plot_loss:
         for path in plot_losses(result.log_history, cfg.train.output_dir, keys=result.plot_keys):
             note(f"wrote {path}")
@@ -114,4 +200,4 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     if result.eval_metrics and "eval_loss" in result.eval_metrics:
         summary += f", eval_loss {result.eval_metrics['eval_loss']:.4f}"
     note(f"{summary}; saved to {cfg.train.output_dir}")
-    maybe_predict(cfg, log=note)
+    maybe_predict(cfg)

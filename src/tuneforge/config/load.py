@@ -248,23 +248,10 @@ def _check_training_values(cfg: RunConfig, where: str) -> None:
 
 def _check_consistency(cfg: RunConfig, where: str) -> None:
     t, d = cfg.train, cfg.data
-    if d.template is not None:
-        from tuneforge.data.templates import template_names
-
-        if d.template not in template_names():
-            guess = difflib.get_close_matches(d.template, template_names(), n=1, cutoff=0.5)
-            hint = f"; did you mean '{guess[0]}'?" if guess else ""
-            raise ConfigError(f"{where}: 'template': unknown template '{d.template}'{hint} "
-                              f"(known: {', '.join(template_names())})")
     if t.do_predict and not t.predict_with_generate:
         raise ConfigError(f"{where}: do_predict needs predict_with_generate: true")
     if t.bf16 and t.fp16:
         raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
-    if t.do_train and not d.dataset:
-        from tuneforge.data.registry import builtin_names
-
-        raise ConfigError(f"{where}: 'dataset' is required for training (a name from dataset_info.json "
-                          f"or a built-in one: {', '.join(builtin_names())})")
     if t.do_train and not t.output_dir:
         raise ConfigError(f"{where}: 'output_dir' is required for training")
     if t.eval_strategy != "no" and not (d.val_size or d.eval_dataset):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -16,12 +18,26 @@ from typing import Any, Callable
 from tuneforge import __version__
 from tuneforge.config.errors import DataError
 from tuneforge.config.schema import DataConfig
+from tuneforge.config.stages import facts
 from tuneforge.data.encode.pretrain import encode_pretrain
 from tuneforge.data.encode.supervised import encode_supervised
 from tuneforge.data.encode.tokenize import tokenize_turns
 from tuneforge.data.example import Example
 from tuneforge.data.loader import LoadReport, load_examples
 from tuneforge.data.templates import BoundTemplate
+
+
+@contextmanager
+def progress_bars(show: bool) -> Iterator[None]:
+    """datasets' progress bars on or off for one call, then as they were (their switch is process-wide)."""
+    from datasets.utils import logging as bars
+
+    was_on = bars.is_progress_bar_enabled()
+    (bars.enable_progress_bar if show else bars.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (bars.enable_progress_bar if was_on else bars.disable_progress_bar)()
 
 
 def cache_root() -> Path:
@@ -65,14 +81,12 @@ def fingerprint(examples: list[Example], template: BoundTemplate, stage: str, da
     return h.hexdigest()[:24]
 
 
-COLUMNS = {
-    "sft": ("input_ids", "labels", "full_len"),
-    "rm": ("prompt_ids", "chosen_ids", "rejected_ids", "full_len"),
-    "dpo": ("prompt_ids", "chosen_ids", "rejected_ids", "full_len"),
+COLUMNS = {  # by the stage's data kind (config/stages.py)
+    "supervised": ("input_ids", "labels", "full_len"),
+    "pretrain": ("input_ids", "labels", "full_len"),
+    "pairwise": ("prompt_ids", "chosen_ids", "rejected_ids", "full_len"),
     "kto": ("prompt_ids", "completion_ids", "label", "full_len"),
-    "ppo": ("prompt_ids", "prompt", "reference", "full_len"),
-    "grpo": ("prompt_ids", "prompt", "reference", "full_len"),
-    "rloo": ("prompt_ids", "prompt", "reference", "full_len"),
+    "prompts": ("prompt_ids", "prompt", "reference", "full_len"),
 }
 
 
@@ -80,12 +94,12 @@ def _row_encoder(template: BoundTemplate, stage: str, data: DataConfig) -> Calla
     """The per-example encoder of a stage; returns None for examples with nothing to train."""
     from tuneforge.data.encode import preference
 
-    cutoff = data.cutoff_len
-    if stage in ("rm", "dpo"):
+    cutoff, kind = data.cutoff_len, facts(stage).data
+    if kind == "pairwise":
         return lambda example: preference.encode_pairwise(template, example, cutoff)
-    if stage == "kto":
+    if kind == "kto":
         return lambda example: preference.encode_kto(template, example, cutoff)
-    if stage in ("ppo", "grpo", "rloo"):
+    if kind == "prompts":
         return lambda example: preference.encode_prompt(template, example, cutoff)
 
     def supervised(example: Example) -> dict | None:
@@ -104,18 +118,15 @@ def encode_examples(examples: list[Example], template: BoundTemplate, stage: str
                     num_proc: int | None = None) -> tuple[Any, int]:
     """-> (Dataset with input_ids/labels/full_len, number of examples dropped)."""
     from datasets import Dataset
-    from datasets.utils.logging import disable_progress_bar
 
-    if len(examples) < 10_000:
-        disable_progress_bar()  # instant for small sets; the bar is noise
-    tokenizer = template.tokenizer
-    if stage == "pt":
-        blocks = encode_pretrain(tokenizer, (e.text or "" for e in examples), data.cutoff_len)
+    kind = facts(stage).data
+    if kind == "pretrain":
+        blocks = encode_pretrain(template.tokenizer, (e.text or "" for e in examples), data.cutoff_len)
         return Dataset.from_dict({"input_ids": blocks, "labels": blocks,
                                   "full_len": [len(b) for b in blocks]}), 0
 
     encode_one = _row_encoder(template, stage, data)
-    keys = COLUMNS.get(stage, COLUMNS["sft"])
+    keys = COLUMNS[kind]
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {key: [] for key in keys}
@@ -131,8 +142,9 @@ def encode_examples(examples: list[Example], template: BoundTemplate, stage: str
     if num_proc is None and len(examples) >= 20_000:  # big sets tokenize in parallel unless told otherwise
         num_proc = min(8, os.cpu_count() or 1)
     workers = num_proc if num_proc and num_proc > 1 and len(examples) >= 1000 else None
-    encoded = raw.map(encode, batched=True, batch_size=256, num_proc=workers, remove_columns=raw.column_names,
-                      desc="tokenizing" if workers else None)
+    with progress_bars(len(examples) >= 10_000):  # instant for small sets: the bar would be noise
+        encoded = raw.map(encode, batched=True, batch_size=256, num_proc=workers, remove_columns=raw.column_names,
+                          desc="tokenizing" if workers else None)
     return encoded, len(examples) - len(encoded)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from tuneforge.config.errors import DataError
 from tuneforge.config.schema import DataConfig
+from tuneforge.config.stages import facts
 from tuneforge.data.example import Example
 from tuneforge.data.formats import alpaca, sharegpt
 from tuneforge.data.readers import read_rows
@@ -46,15 +47,12 @@ def _sample(examples: list[Example], spec: DatasetSpec, seed: int) -> list[Examp
     return examples + [rng.choice(examples) for _ in range(n - len(examples))]
 
 
-PAIRWISE_STAGES = ("rm", "dpo")
-
-
 def check_stage_fits(spec: DatasetSpec, stage: str) -> None:
     """Preference data only feeds pairwise stages, and pairwise stages need preference data."""
-    if stage in PAIRWISE_STAGES and not spec.ranking:
+    if facts(stage).data == "pairwise" and not spec.ranking:
         raise DataError(f"stage {stage} needs preference pairs, but dataset '{spec.name}' in {spec.info_file} has "
                         "no \"ranking\": true (with chosen/rejected columns)")
-    if stage not in PAIRWISE_STAGES and spec.ranking:
+    if facts(stage).data != "pairwise" and spec.ranking:
         raise DataError(f"dataset '{spec.name}' is a preference dataset (ranking: true); use it with stage rm or dpo, "
                         f"not {stage}")
     if stage == "kto" and not spec.columns.get("kto_tag"):

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 VARLEN = "tuneforge_varlen"
-_BROKEN: list[Exception] = []  # set once if the CUDA kernel fails: the run goes on with per-sample SDPA
+# Set on an attention layer whose CUDA kernel call failed: that layer goes on with per-sample SDPA.
+KERNEL_FAILED = "_tuneforge_varlen_failed"
 
 
 def register() -> str:
@@ -75,22 +76,23 @@ def varlen_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     max_len = kwargs.get("max_length_q") or int((cu[1:] - cu[:-1]).max())
     half = str(query.dtype) in ("torch.bfloat16", "torch.float16")  # the flash kernel has no fp32
     use_kernel = query.is_cuda and half and dropout == 0.0 and _cuda_varlen() is not None
-    return _attend(query, key, value, cu, max_len, scaling, dropout, use_kernel), None
+    return _attend(module, query, key, value, cu, max_len, scaling, dropout, use_kernel), None
 
 
-def _attend(query: Any, key: Any, value: Any, cu: Any, max_len: int, scaling: float, dropout: float,
+def _attend(module: Any, query: Any, key: Any, value: Any, cu: Any, max_len: int, scaling: float, dropout: float,
             use_kernel: bool) -> Any:
     """The CUDA kernel when usable; if it fails (say, a head size this torch build lacks), one
-    warning and per-sample SDPA for the rest of the run instead of a crash mid-training."""
+    warning and per-sample SDPA for the rest of the run instead of a crash mid-training. The
+    failure is remembered on the attention layer itself (`KERNEL_FAILED`), not process-wide."""
     import torch
 
-    if use_kernel and not _BROKEN:
+    if use_kernel and not getattr(module, KERNEL_FAILED, False):
         try:
             return _cuda_kernel(query, key, value, cu, max_len, scaling)
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, NotImplementedError, TypeError) as exc:
-            _BROKEN.append(exc)
+            setattr(module, KERNEL_FAILED, True)
             import warnings
 
             warnings.warn(f"tuneforge: PyTorch's varlen attention kernel failed ({str(exc).splitlines()[0]}); "

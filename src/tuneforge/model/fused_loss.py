@@ -13,6 +13,7 @@ GPU (model/kernels.py). This one is plain PyTorch, so it runs (and is tested) on
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from tuneforge.data.labels import IGNORE_INDEX
@@ -56,7 +57,9 @@ def _linear_ce(hidden: Any, weight: Any, targets: Any, normalizer: Any, grads: b
     return loss, (grad_h.to(hidden.dtype) if grad_h is not None else None), grad_w
 
 
+@functools.lru_cache(maxsize=1)
 def _function() -> Any:
+    """The autograd Function, defined on first use so that importing this module needs no torch."""
     import torch
 
     class LinearCrossEntropy(torch.autograd.Function):
@@ -78,20 +81,14 @@ def _function() -> Any:
     return LinearCrossEntropy
 
 
-_FN: Any = None
-
-
 def linear_cross_entropy(hidden: Any, weight: Any, targets: Any, normalizer: Any) -> Any:
     """mean-by-`normalizer` cross-entropy of (hidden @ weight.T) against targets, chunked."""
     import torch
 
-    global _FN
     if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
         with torch.no_grad():
             return _linear_ce(hidden, weight, targets, normalizer, grads=False)[0]
-    if _FN is None:
-        _FN = _function()
-    return _FN.apply(hidden, weight, targets, normalizer)
+    return _function().apply(hidden, weight, targets, normalizer)
 
 
 def supports_fused_config(config: Any) -> bool:

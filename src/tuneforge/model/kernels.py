@@ -15,17 +15,16 @@ Defaults pick the fastest path that is correct on the hardware at hand; LLaMA-Fa
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
+from tuneforge.config.stages import facts
 from tuneforge.model.attention import choose_attention
 
-PADDING_FREE_STAGES = ("sft", "pt")
-
-
-@dataclass
+@dataclass(frozen=True)
 class FastPath:
     padding_free: bool
     packing: bool
@@ -33,7 +32,7 @@ class FastPath:
     attention: str                   # what the log says
     liger: bool
     fused_loss: bool = False         # our chunked loss; settled once the model is loaded (supports_fused_loss)
-    notes: list[str] = field(default_factory=list)  # switches this machine cannot honour, and what is used instead
+    notes: tuple[str, ...] = ()      # switches this machine cannot honour, and what is used instead
 
     def describe(self) -> str:
         batching = ("packed rows (samples isolated)" if self.packing else
@@ -51,9 +50,10 @@ def plan(cfg: RunConfig, device: str) -> FastPath:
     """Everything that must be known before the model loads."""
     stage = cfg.method.stage
     packing = cfg.data.packing or cfg.data.neat_packing
-    if packing and stage not in PADDING_FREE_STAGES:
+    rows = facts(stage).padding_free
+    if packing and not rows:
         raise ConfigError(f"packing: true applies to stage sft or pt, not {stage}")
-    padding_free = stage in PADDING_FREE_STAGES and (cfg.data.padding_free or packing)
+    padding_free = rows and (cfg.data.padding_free or packing)
     attention = choose_attention(cfg.model.flash_attn, device, padding_free)
     notes = [attention.note] if attention.note else []
     liger = cfg.model.enable_liger_kernel
@@ -62,21 +62,20 @@ def plan(cfg: RunConfig, device: str) -> FastPath:
         notes.append(f"enable_liger_kernel: true needs {why}; using tuneforge's chunked loss instead")
         liger = False
     if liger is None:  # auto
-        liger = device == "cuda" and liger_installed() and stage in PADDING_FREE_STAGES
+        liger = device == "cuda" and liger_installed() and rows
     return FastPath(padding_free=padding_free, packing=packing, attn_implementation=attention.implementation,
                     attention=attention.label,
-                    liger=bool(liger), notes=notes)
+                    liger=bool(liger), notes=tuple(notes))
 
 
 def fused_loss_wanted(fast: FastPath, cfg: RunConfig) -> bool:
     """The chunked loss applies (sft/pt, not switched off, Liger not doing it) if the model allows it."""
-    return cfg.method.stage in PADDING_FREE_STAGES and cfg.model.fused_loss and not fast.liger
+    return facts(cfg.method.stage).padding_free and cfg.model.fused_loss and not fast.liger
 
 
 def settle_loss(fast: FastPath, cfg: RunConfig, model: Any) -> FastPath:
-    """After loading: use the chunked loss when Liger is off and the architecture allows it."""
+    """After loading: the plan with the chunked loss on when Liger is off and the architecture allows it."""
     from tuneforge.model.fused_loss import supports_fused_loss
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    fast.fused_loss = fused_loss_wanted(fast, cfg) and supports_fused_loss(base)
-    return fast
+    return dataclasses.replace(fast, fused_loss=fused_loss_wanted(fast, cfg) and supports_fused_loss(base))

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.config.schema import ModelConfig, RunConfig
-from tuneforge.model.attention import choose_attention
+from tuneforge.config.schema import ModelConfig, PreferenceConfig
+from tuneforge.data.templates import BoundTemplate
 from tuneforge.model.load import Precision, hub_errors, resolve_model_path
 
 
@@ -92,31 +92,35 @@ def inference_dtype(precision: Precision) -> Any:
     return torch.bfloat16 if precision.bf16 else torch.float16 if precision.fp16 else torch.float32
 
 
-def check_reward_model(cfg: RunConfig) -> Path:
+def check_reward_model(pref: PreferenceConfig, stage: str) -> Path:
     """reward_model is set and its folder fits reward_model_type; cheap, so stages call it before loading weights."""
-    pref = cfg.pref
     if not pref.reward_model:
-        raise ConfigError(f"stage {cfg.method.stage} needs reward_model: the output_dir of a stage: rm run")
-    path = Path(pref.reward_model).expanduser()
-    _check_layout(path, pref.reward_model_type)
+        raise ConfigError(f"stage {stage} needs reward_model: the output_dir of a stage: rm run")
+    return reward_model_path(pref.reward_model, pref.reward_model_type)
+
+
+def reward_model_path(name: str, kind: str) -> Path:
+    """The reward model's folder, checked against reward_model_type (`kind`)."""
+    path = Path(name).expanduser()
+    _check_layout(path, kind)
     return path
 
 
-def load_reward_model(cfg: RunConfig, precision: Precision) -> Any:
-    """The reward model named by cfg.pref, in eval mode on precision.device, without gradients."""
-    pref = cfg.pref
-    path = check_reward_model(cfg)
+def load_reward_model(pref: PreferenceConfig, model_cfg: ModelConfig, precision: Precision,
+                      attention: str | None) -> Any:
+    """The reward model named by `pref`, in eval mode on precision.device, without gradients
+    (a LoRA reward model loads on the policy's base, `model_cfg`)."""
+    path = reward_model_path(pref.reward_model or "", pref.reward_model_type)
     dtype = inference_dtype(precision)
-    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False).implementation
     if pref.reward_model_type == "lora":
         from peft import PeftModel
 
-        base = load_sequence_classifier(resolve_model_path(cfg.model.model_name_or_path), cfg.model, dtype,
+        base = load_sequence_classifier(resolve_model_path(model_cfg.model_name_or_path), model_cfg, dtype,
                                         attn_implementation=attention)
         base = merge_adapters(base, pref.reward_model_adapters or [], "reward_model_adapters")
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     else:
-        model = load_sequence_classifier(str(path), cfg.model, dtype, attn_implementation=attention,
+        model = load_sequence_classifier(str(path), model_cfg, dtype, attn_implementation=attention,
                                          key="reward_model")
         model = merge_adapters(model, pref.reward_model_adapters or [], "reward_model_adapters")
     model.requires_grad_(False)
@@ -174,13 +178,10 @@ class RewardScorer:
         return self.score_ids(input_ids, mask).tolist()
 
 
-def load_reward_scorer(cfg: RunConfig, precision: Precision) -> RewardScorer:
-    """The reward model of cfg.pref.reward_model on the tokenizer and template of cfg."""
-    from tuneforge.data.templates import template_for
-    from tuneforge.model.load import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg.model)
-    template = template_for(cfg.data, tokenizer)
+def load_reward_scorer(pref: PreferenceConfig, model_cfg: ModelConfig, template: BoundTemplate,
+                       precision: Precision, attention: str | None) -> RewardScorer:
+    """The reward model of pref.reward_model, scoring text of the policy's tokenizer and template."""
     stops = template.stop_strings()
-    model = load_reward_model(cfg, precision)
+    model = load_reward_model(pref, model_cfg, precision, attention)
+    tokenizer = template.tokenizer
     return RewardScorer(model, tokenizer, stops[0] if stops else (tokenizer.eos_token or ""))

@@ -31,8 +31,8 @@ from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 from tuneforge.config.errors import ConfigError
 from tuneforge.data.labels import IGNORE_INDEX
 from tuneforge.config.schema import RunConfig
-from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult, run_trainer
+from tuneforge.stages import StageContext, StageDef, StageResult
+from tuneforge.stages.run import run_trainer
 from tuneforge.stages.trl_shared import reference_model, trl_config, use_disabled_adapter_as_reference
 from tuneforge.train.arguments import checkpointing_on
 
@@ -190,6 +190,9 @@ def run(ctx: StageContext) -> StageResult:
                           label_smoothing=pref.dpo_label_smoothing, max_length=None)
         result = run_trainer(args, ctx.model, ctx.tokenizer, ctx.data, None, ctx.resume,
                              trainer_class=PretokenizedDPOTrainer,
-                             ref_model=reference_model(ctx.cfg, ctx.precision))
+                             ref_model=reference_model(ctx.cfg, ctx.precision, ctx.attention))
     result.plot_keys = PLOT_KEYS
     return result
+
+
+STAGE = StageDef("dpo", run, checks=check)

@@ -5,14 +5,13 @@ pref_beta weighs the KL penalty to the reference (0: no reference pass). See onl
 
 from __future__ import annotations
 
-from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult
+from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.online_common import check, run_online
-
-__all__ = ["check", "run"]
-
 
 def run(ctx: StageContext) -> StageResult:
     from trl import GRPOConfig, GRPOTrainer
 
     return run_online(ctx, GRPOTrainer, GRPOConfig)
+
+
+STAGE = StageDef("grpo", run, checks=check)

@@ -19,8 +19,8 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult, run_trainer
+from tuneforge.stages import StageContext, StageDef, StageResult
+from tuneforge.stages.run import run_trainer
 from tuneforge.log import note
 from tuneforge.stages.trl_shared import reference_model, trl_config, use_disabled_adapter_as_reference
 
@@ -108,8 +108,11 @@ def run(ctx: StageContext) -> StageResult:
         undesirable_weight=pref.kto_rejected_weight, max_length=None,  # rows are already cut to cutoff_len
         train_sampling_strategy="sequential",  # the KL pairs are fixed per batch (see _prepare_dataset)
     )
-    ref = reference_model(ctx.cfg, ctx.precision)
+    ref = reference_model(ctx.cfg, ctx.precision, ctx.attention)
     result = run_trainer(args, ctx.model, ctx.tokenizer, ctx.data, None, ctx.resume,
                          trainer_class=_trainer_class(), ref_model=ref, ftx=pref.pref_ftx)
     result.plot_keys = PLOT_KEYS
     return result
+
+
+STAGE = StageDef("kto", run, checks=check)

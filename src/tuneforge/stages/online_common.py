@@ -26,9 +26,8 @@ from typing import Any, Callable
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.model.load import Precision
-from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult, run_trainer
+from tuneforge.stages import StageContext, StageDef, StageResult
+from tuneforge.stages.run import run_trainer
 from tuneforge.log import note
 from tuneforge.stages.trl_shared import trl_config, use_disabled_adapter_as_reference
 
@@ -76,15 +75,15 @@ def check(cfg: RunConfig) -> list[Callable[..., list[float]]]:
     return [import_reward_func(spec) for spec in pref.reward_funcs or []]
 
 
-def reward_functions(cfg: RunConfig, precision: Precision,
+def reward_functions(ctx: StageContext,
                      python_funcs: list[Callable[..., list[float]]]) -> list[Callable[..., list[float]]]:
     """The reward model as a trl reward function (when given), then the Python ones."""
-    pref = cfg.pref
+    pref = ctx.cfg.pref
     funcs = []
     if pref.reward_model:
         from tuneforge.model.reward import load_reward_scorer
 
-        scorer = load_reward_scorer(cfg, precision)
+        scorer = load_reward_scorer(pref, ctx.cfg.model, ctx.template, ctx.precision, ctx.attention)
 
         def reward_model(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
             return scorer(prompts, completions)
@@ -156,7 +155,7 @@ def run_online(ctx: StageContext, base: Any, config_class: Any, **stage_fields: 
     for split in (ctx.data.train, ctx.data.eval):
         if split is not None:
             prompt_ids.update(zip(split["prompt"], split["prompt_ids"]))
-    rewards = reward_functions(ctx.cfg, ctx.precision, python_funcs)
+    rewards = reward_functions(ctx, python_funcs)
     result = run_trainer(args, ctx.model, ctx.tokenizer, ctx.data, None, ctx.resume,
                          trainer_class=trainer_class(base), reward_funcs=rewards, prompt_ids=prompt_ids)
     result.plot_keys = PLOT_KEYS

@@ -44,8 +44,7 @@ import torch
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.model.load import Precision
-from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult
+from tuneforge.stages import StageContext, StageDef, StageResult, causal_lm
 
 # PPO constants (the values of the original RLHF setups, as trl's former PPO trainer used them).
 CLIP_RANGE = 0.2  # policy ratio clipped to [1 - c, 1 + c]
@@ -56,24 +55,23 @@ INIT_KL_COEF, KL_HORIZON = 0.2, 10_000  # adaptive KL controller: starting coeff
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
-def build_model(cfg: RunConfig, precision: Precision) -> PolicyWithValue:
-    """Checks what PPO needs before any weights load, then the LoRA policy with a value head."""
-    from tuneforge.model.adapters import apply_method
-    from tuneforge.model.attention import choose_attention
-    from tuneforge.model.load import load_model
+def check(cfg: RunConfig) -> None:
+    """What PPO needs, checked before any weights load."""
     from tuneforge.model.reward import check_reward_model
 
     if cfg.method.finetuning_type != "lora":
         raise ConfigError(f"stage ppo supports finetuning_type lora only (got {cfg.method.finetuning_type}): the "
                           "reference model is the policy with its adapter disabled; full or freeze would need a "
                           "second model copy")
-    check_reward_model(cfg)
+    check_reward_model(cfg.pref, cfg.method.stage)
     if cfg.train.resume_from_checkpoint:
         raise ConfigError("stage ppo cannot resume from a checkpoint; continue from its adapter with "
                           "adapter_name_or_path instead")
-    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False)
-    policy = load_model(cfg.model, precision, attn_implementation=attention.implementation)
-    return PolicyWithValue(apply_method(policy, cfg.method, cfg.model))
+
+
+def build_model(cfg: RunConfig, precision: Precision, attention: str | None) -> PolicyWithValue:
+    """The LoRA policy with a value head."""
+    return PolicyWithValue(causal_lm(cfg, precision, attention))
 
 
 class PolicyWithValue(torch.nn.Module):
@@ -372,7 +370,7 @@ def run(ctx: StageContext) -> StageResult:
     if checkpointing_on(args):
         model.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.policy.enable_input_require_grads()
-    ppo = PPO(ctx, load_reward_scorer(ctx.cfg, ctx.precision))
+    ppo = PPO(ctx, load_reward_scorer(ctx.cfg.pref, ctx.cfg.model, ctx.template, ctx.precision, ctx.attention))
 
     prompts = [list(p) for p in ctx.data.train["prompt_ids"]]
     mini, per_step = args.per_device_train_batch_size, args.gradient_accumulation_steps * pref.ppo_buffer_size
@@ -430,3 +428,6 @@ def run(ctx: StageContext) -> StageResult:
                "reward_first": rewards[0], "kl": state.log_history[-1]["kl"], "total_ppo_steps": total}
     _write_results(out, metrics)
     return StageResult(metrics, None, state.log_history, plot_keys=("loss", "reward", "kl"))
+
+
+STAGE = StageDef("ppo", run, checks=check, model=build_model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuneforge.stages import sft
+from tuneforge.stages import StageDef, sft
 
 # Blocks carry labels equal to input_ids, so the supervised loop trains pre-training data as is.
-run = sft.run
+STAGE = StageDef("pt", sft.run)

@@ -5,14 +5,13 @@ the reward (0: no reference pass). See online_common.py."""
 
 from __future__ import annotations
 
-from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult
+from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.online_common import check, run_online
-
-__all__ = ["check", "run"]
-
 
 def run(ctx: StageContext) -> StageResult:
     from trl import RLOOConfig, RLOOTrainer
 
     return run_online(ctx, RLOOTrainer, RLOOConfig)
+
+
+STAGE = StageDef("rloo", run, checks=check)

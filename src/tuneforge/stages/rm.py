@@ -18,8 +18,8 @@ from typing import Any
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.model.load import Precision, resolve_model_path
-from tuneforge.stages import StageContext
-from tuneforge.stages.common import StageResult, run_trainer
+from tuneforge.stages import StageContext, StageDef, StageResult
+from tuneforge.stages.run import run_trainer
 from tuneforge.stages.trl_shared import trl_config
 
 HEAD = "score"  # the value head's module name in transformers' ...ForSequenceClassification
@@ -47,17 +47,15 @@ def _apply_lora(model: Any, cfg: RunConfig) -> Any:
     return get_peft_model(model, lora_config(method, available, task_type="SEQ_CLS", extra_modules=(HEAD,)))
 
 
-def build_model(cfg: RunConfig, precision: Precision) -> Any:
+def build_model(cfg: RunConfig, precision: Precision, attention: str | None) -> Any:
     """The causal LM with a fresh one-output head, the fine-tuning method applied; the head always trains."""
     import torch
 
     from tuneforge.model.adapters import apply_method
-    from tuneforge.model.attention import choose_attention
     from tuneforge.model.reward import load_sequence_classifier
 
-    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False)
     model = load_sequence_classifier(resolve_model_path(cfg.model.model_name_or_path), cfg.model,
-                                     precision.load_dtype, attn_implementation=attention.implementation)
+                                     precision.load_dtype, attn_implementation=attention)
     model.config.use_cache = False
     method = cfg.method
     if method.finetuning_type == "lora":
@@ -98,3 +96,6 @@ def run(ctx: StageContext) -> StageResult:
     result = run_trainer(args, ctx.model, ctx.tokenizer, data, None, ctx.resume, trainer_class=RewardTrainer)
     result.plot_keys = ("loss", "accuracy", "eval_loss", "eval_accuracy")
     return result
+
+
+STAGE = StageDef("rm", run, model=build_model)

@@ -29,12 +29,11 @@ def use_disabled_adapter_as_reference(model: Any) -> None:
         model.delete_adapter("ref")
 
 
-def reference_model(cfg: RunConfig, precision: Precision) -> Any | None:
+def reference_model(cfg: RunConfig, precision: Precision, attention: str | None) -> Any | None:
     """The frozen reference policy: `ref_model` (+ `ref_model_adapters`) when given; None for LoRA (the
     adapter is disabled instead); otherwise a second copy of the starting model, as trl would load it,
     but through our loader (revision, cache_dir, attention, trust_remote_code) in inference precision."""
     from tuneforge.model.adapters import load_adapters
-    from tuneforge.model.attention import choose_attention
     from tuneforge.model.load import load_model
     from tuneforge.model.reward import inference_dtype
 
@@ -42,11 +41,10 @@ def reference_model(cfg: RunConfig, precision: Precision) -> Any | None:
     if pref.ref_model is None and cfg.method.finetuning_type == "lora":
         return None
     model_cfg = cfg.model
-    if pref.ref_model is not None:
+    if pref.ref_model is not None:  # another model: the policy's loading settings, its own name
         model_cfg = model_cfg.model_copy(update={"model_name_or_path": pref.ref_model, "adapter_name_or_path": None})
-    attention = choose_attention(cfg.model.flash_attn, precision.device, padding_free=False)
     model = load_model(model_cfg, dataclasses.replace(precision, load_dtype=inference_dtype(precision)),
-                       attn_implementation=attention.implementation, for_training=False)
+                       attn_implementation=attention, for_training=False)
     if pref.ref_model is not None and pref.ref_model_adapters:
         model = load_adapters(model, pref.ref_model_adapters, trainable_last=False).merge_and_unload()
     model.requires_grad_(False)

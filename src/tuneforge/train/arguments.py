@@ -6,7 +6,8 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.model.kernels import PADDING_FREE_STAGES, FastPath
+from tuneforge.config.stages import facts
+from tuneforge.model.kernels import FastPath
 from tuneforge.model.load import Precision
 
 
@@ -56,7 +57,7 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
     )
     if fast and fast.liger:
         kwargs["use_liger_kernel"] = True
-    if cfg.method.stage in PADDING_FREE_STAGES:
+    if facts(cfg.method.stage).padding_free:
         # eval reports eval_loss only: gathering every eval batch's [tokens, vocab] logits on the GPU
         # (Trainer's default) is how a large eval set runs out of memory
         kwargs["prediction_loss_only"] = True

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.model.attention import VARLEN
-from tuneforge.model.kernels import PADDING_FREE_STAGES, fused_loss_wanted, plan
+from tuneforge.config.stages import facts
+from tuneforge.model.kernels import fused_loss_wanted, plan
 
 DEFAULT_CARD_GIB = 80.0
-PAIRED_STAGES = ("rm", "dpo")  # chosen and rejected answers travel in one batch
 
 
 def card_bytes(gpu_mem_gib: float | None = None) -> tuple[int, str]:
@@ -49,7 +50,7 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
     stage = cfg.method.stage
     fast = plan(cfg, "cuda")  # packages the GPU lacks here only add notes, which estimate ignores
     # the machine estimating need not have liger installed: trust the config that asks for it
-    fast.liger = bool(fast.liger or cfg.model.enable_liger_kernel) and stage in PADDING_FREE_STAGES
+    fast = dataclasses.replace(fast, liger=bool(fast.liger or cfg.model.enable_liger_kernel) and facts(stage).padding_free)
     if fast.attn_implementation in (VARLEN, "flash_attention_2"):
         attention = "varlen"
     elif fast.attn_implementation == "eager":
@@ -58,8 +59,7 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
         attention = "sdpa_masked"
     fused = fused_loss_wanted(fast, cfg) and supports_fused_config(config)
     worst = cfg.train.per_device_train_batch_size * cfg.data.cutoff_len
-    if stage in PAIRED_STAGES or stage == "kto":
-        worst *= 2  # dpo/rm: chosen + rejected; kto: the batch plus its KL batch
+    worst *= facts(stage).sequences  # dpo/rm: chosen + rejected; kto: the batch plus its KL batch
     optim = str(cfg.train.extra.get("optim", "adamw_torch_fused"))
     state = 2 if "8bit" in optim else 0 if optim == "sgd" else 8
     # autocast: train/trainer.py enters it around the chunked loss, as accelerate does around forward

@@ -1,19 +1,11 @@
-"""What every stage shares: run a Trainer, then write the standard outputs."""
+"""What the Trainer-based stages share: run a Trainer, then write the standard outputs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.data.dataset import EncodedData
-
-
-@dataclass
-class StageResult:
-    metrics: dict[str, Any]
-    eval_metrics: dict[str, Any] | None
-    log_history: list[dict[str, Any]]
-    plot_keys: tuple[str, ...] = ("loss", "eval_loss")  # which logged values get a training_<key>.png
+from tuneforge.stages import StageResult
 
 
 def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collator: Any,
