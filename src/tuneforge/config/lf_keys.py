@@ -6,9 +6,6 @@ Facts about its YAML vocabulary, so that its users get a precise message instead
 
 from __future__ import annotations
 
-# Stages that exist in LLaMA-Factory and are planned here.
-# Stages tuneforge knows but does not run yet (entries leave this set as their stage lands).
-STAGES_LATER: set[str] = set()
 # Stage names users try that are spelt differently here.
 STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stage: dpo with pref_loss: simpo",
                "kto_pair": "use stage: kto"}
@@ -32,7 +29,7 @@ LF_UNSUPPORTED: dict[str, str] = {
     "add_tokens": "adding tokens is planned", "add_special_tokens": "adding tokens is planned",
     "moe_aux_loss_coef": "MoE auxiliary loss settings are planned",
     # data
-    "streaming": "streaming datasets are planned", "interleave_probs": "interleaved mixing is planned",
+    "streaming": "streaming datasets are planned", "interleave_probs": "weighted interleaving is planned (mix_strategy interleave_under|over alternates evenly)",
     "buffer_size": "streaming datasets are planned", "tool_format": "tool formats other than the template's own are planned",
     "tokenized_path": "tuneforge caches tokenized data automatically (see overwrite_cache)",
     "media_dir": _MM, "image_max_pixels": _MM, "image_min_pixels": _MM, "video_max_pixels": _MM,
@@ -56,7 +53,7 @@ LF_UNSUPPORTED: dict[str, str] = {
 
 # old key -> (new key or None to drop, note to print or "")
 RENAMED: dict[str, tuple[str | None, str]] = {
-    "warmup_ratio": ("warmup_steps", ""),  # transformers 5: a float warmup_steps < 1 is a ratio
+    # warmup_ratio -> a float warmup_steps below 1 (transformers 5), checked in config/load.py
     "no_cuda": ("use_cpu", ""),
     "evaluation_strategy": ("eval_strategy", ""),
     "logging_dir": (None, "is ignored: transformers 5 has no logging_dir (set TENSORBOARD_LOGGING_DIR)"),

@@ -20,12 +20,16 @@ import yaml
 from pydantic import ValidationError
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, STAGES_LATER, VALUE_HINTS
+from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, VALUE_HINTS
 from tuneforge.config.schema import SECTIONS, RunConfig
 
-# Keys every tuneforge command ignores silently: LLaMA-Factory writes them into its own YAML
-# files but they change nothing for us.
-IGNORED = {"ddp_timeout_minutes", "disable_version_check"}
+# LLaMA-Factory keys accepted so its YAML files load unchanged, although nothing acts on them here:
+# key -> the note printed when one is set.
+COMPAT_ONLY = {
+    "disable_version_check": "has no effect: tuneforge declares the library versions it was tested with "
+                             "in its package metadata and never checks them at run time",
+    "ddp_timeout_minutes": "has no effect; use transformers' ddp_timeout (seconds)",
+}
 # Values of TrainingArguments' enum-typed keys that every supported transformers accepts; any
 # other value is checked against the installed transformers.
 COMMON_VALUES = {
@@ -103,70 +107,76 @@ def _coerce_training_arg(key: str, value: Any, hint: Any, where: str) -> Any:
 
 def route(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, dict[str, Any]]:
     """Send each flat key to its section; map renamed keys; reject unknown ones."""
-    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    owner = {field: name for name, cls in SECTIONS.items() for field in cls.model_fields if field != "extra"}
-    flat = dict(flat)
-
-    # renamed / removed transformers keys
-    if "warmup_ratio" in flat and flat.get("warmup_steps") not in (None, 0):
-        raise ConfigError(f"{where}: set either warmup_ratio or warmup_steps, not both")
-    for old, (new, note) in RENAMED.items():
-        if old in flat:
-            value = flat.pop(old)
-            if old == "group_by_length" and value:
-                flat.setdefault("train_sampling_strategy", "group_by_length")
-                continue
-            if new is None:
-                if note and value:
-                    notes.append(f"'{old}' {note}")
-                continue
-            if old == "no_cuda":
-                value = bool(value)
-            if old == "warmup_ratio":
-                if value:
-                    flat["warmup_steps"] = float(value)
-            else:
-                flat.setdefault(new, value)
-            if note:
-                notes.append(f"'{old}' {note}")
-
+    flat = _renamed(dict(flat), where, notes)
     for key, value in list(flat.items()):
         if key.endswith("_strategy") and value is False:
             flat[key] = "no"  # YAML 1.1 reads an unquoted `no` as false
-
     stage = flat.get("stage")
     if isinstance(stage, str) and stage in STAGE_HINTS:
         raise ConfigError(f"{where}: there is no stage '{stage}'; {STAGE_HINTS[stage]}")
-    if isinstance(stage, str) and stage in STAGES_LATER:
-        stages = typing.get_args(SECTIONS["method"].model_fields["stage"].annotation)
-        supported = ", ".join(s for s in stages if s not in STAGES_LATER)
-        raise ConfigError(f"{where}: stage '{stage}' is not supported yet (supported: {supported})")
-
-    training_fields = None
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    owner = {field: name for name, cls in SECTIONS.items() for field in cls.model_fields if field != "extra"}
     for key, value in flat.items():
         if key in owner:
             sections[owner[key]][key] = value
+        elif key in COMPAT_ONLY:
+            if value not in (None, False):
+                notes.append(f"'{key}' {COMPAT_ONLY[key]}")
+        elif _switched_off(key, value, where):
             continue
-        if key in IGNORED:
-            continue
-        if key in LF_UNSUPPORTED:
-            if value in (None, False, "none", "None", 0) and key not in ("packing", "neat_packing"):
-                continue  # switched off: harmless
-            if key in ("packing", "neat_packing") and not value:
-                continue
-            raise ConfigError(f"{where}: '{key}' is a LLaMA-Factory key tuneforge does not support yet "
-                              f"({LF_UNSUPPORTED[key]}); remove it to continue")
-        if training_fields is None:
-            training_fields = training_argument_fields()
-        if key in training_fields:
+        elif key in training_argument_fields():
             sections["train"].setdefault("extra", {})[key] = _coerce_training_arg(
-                key, value, training_fields[key], where)
-            continue
-        known = set(owner) | set(LF_UNSUPPORTED) | set(training_fields) | set(RENAMED)
-        guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hint = f"; did you mean '{guess[0]}'?" if guess else ""
-        raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+                key, value, training_argument_fields()[key], where)
+        else:
+            known = set(owner) | set(LF_UNSUPPORTED) | set(training_argument_fields()) | set(RENAMED) | {"warmup_ratio"}
+            guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
     return sections
+
+
+def _switched_off(key: str, value: Any, where: str) -> bool:
+    """A LLaMA-Factory key we do not support: harmless when switched off, refused when on."""
+    if key not in LF_UNSUPPORTED:
+        return False
+    if value in (None, False, "none", "None", 0):
+        return True
+    raise ConfigError(f"{where}: '{key}' is a LLaMA-Factory key tuneforge does not support yet "
+                      f"({LF_UNSUPPORTED[key]}); remove it to continue")
+
+
+def _renamed(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
+    """Keys transformers renamed or dropped, mapped onto what the installed version has."""
+    if "warmup_ratio" in flat:
+        ratio = _warmup_ratio(flat.pop("warmup_ratio"), where)
+        if flat.get("warmup_steps") not in (None, 0):
+            raise ConfigError(f"{where}: set either warmup_ratio or warmup_steps, not both")
+        if ratio:
+            flat["warmup_steps"] = ratio  # transformers 5: a float warmup_steps below 1 is a ratio
+    for old, (new, note) in RENAMED.items():
+        if old not in flat:
+            continue
+        value = flat.pop(old)
+        if old == "group_by_length":
+            if value:
+                flat.setdefault("train_sampling_strategy", "group_by_length")
+            continue
+        if new is not None:
+            flat.setdefault(new, bool(value) if old == "no_cuda" else value)
+        if note and (value or new is not None):
+            notes.append(f"'{old}' {note}")
+    return flat
+
+
+def _warmup_ratio(value: Any, where: str) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: 'warmup_ratio' must be a number, got {value!r}") from None
+    if not 0 <= ratio < 1:
+        raise ConfigError(f"{where}: 'warmup_ratio' must be at least 0 and below 1 (a fraction of the training "
+                          f"steps), got {value!r}; for a number of warm-up steps use warmup_steps")
+    return ratio
 
 
 def _pydantic_message(exc: ValidationError, where: str, sections: dict[str, dict[str, Any]]) -> str:

@@ -52,7 +52,7 @@ class ModelConfig(Section):
     use_unsloth: bool = False
     use_unsloth_gc: bool = False
     infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    model_max_length: int | None = None
+    model_max_length: int | None = Field(None, gt=0)
 
     @field_validator("adapter_name_or_path", mode="before")
     @classmethod
@@ -74,7 +74,7 @@ class DataConfig(Section):
     preprocessing_num_workers: int | None = Field(None, ge=1)
     default_system: str | None = None
     enable_thinking: bool | None = True
-    mix_strategy: Literal["concat"] = "concat"
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = "concat"
     # Fills {{name}} / {{author}} in the identity dataset (and any dataset that uses them).
     identity_name: str | None = None
     identity_author: str | None = None
@@ -105,7 +105,7 @@ class MethodConfig(Section):
     stage: Literal["sft", "pt", "rm", "dpo", "kto", "ppo", "grpo", "rloo"] = "sft"
     finetuning_type: Literal["lora", "freeze", "full"] = "lora"
     lora_rank: int = Field(8, gt=0)
-    lora_alpha: float | None = None
+    lora_alpha: float | None = Field(None, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_target: list[str] = ["all"]
     additional_target: list[str] | None = None
@@ -149,20 +149,19 @@ class TrainConfig(Section):
     gradient_accumulation_steps: int = Field(1, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     num_train_epochs: float = Field(3.0, gt=0)
-    max_steps: int = -1
+    max_steps: int = Field(-1, ge=-1)  # -1 (or 0): num_train_epochs decides
     lr_scheduler_type: str = "linear"
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    warmup_steps: float = Field(0, ge=0)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    warmup_steps: float = Field(0, ge=0)  # below 1: a fraction of the steps (also what warmup_ratio sets)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
     bf16: bool = False
     fp16: bool = False
-    logging_steps: float = 10
+    logging_steps: float = Field(10, gt=0)  # below 1: a fraction of the steps
     save_strategy: str = "steps"
-    save_steps: float = 500
-    save_total_limit: int | None = None
+    save_steps: float = Field(500, gt=0)
+    save_total_limit: int | None = Field(None, ge=0)  # None or 0: keep every checkpoint
     eval_strategy: str = "no"
-    eval_steps: float | None = None
+    eval_steps: float | None = Field(None, gt=0)
     seed: int = 42
     report_to: list[str] | str = "none"
     gradient_checkpointing: bool = False
@@ -170,6 +169,13 @@ class TrainConfig(Section):
     do_predict: bool = False
     predict_with_generate: bool = False
     extra: dict[str, Any] = {}
+
+    @field_validator("warmup_steps", "logging_steps", "save_steps", "eval_steps")
+    @classmethod
+    def _steps(cls, v: float | None) -> float | None:
+        if v is not None and v >= 1 and v != int(v):
+            raise ValueError("must be a whole number of steps, or a fraction of the training steps below 1")
+        return v
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -220,7 +226,7 @@ class PreferenceConfig(Section):
     ppo_buffer_size: int = Field(1, gt=0)
     ppo_epochs: int = Field(4, gt=0)
     ppo_score_norm: bool = False
-    ppo_target: float = 6.0
+    ppo_target: float = Field(6.0, gt=0)
     ppo_whiten_rewards: bool = False
     num_generations: int = Field(4, ge=2)
     # grpo/rloo: plain Python reward functions beside (or instead of) reward_model, each

@@ -64,7 +64,7 @@ def load_examples(data: DataConfig, names: list[str], stage: str, *, seed: int =
                   cache_dir: str | None = None) -> tuple[list[Example], LoadReport]:
     placeholders = {k: v for k, v in (("name", data.identity_name), ("author", data.identity_author)) if v}
     report = LoadReport()
-    examples: list[Example] = []
+    parts: list[list[Example]] = []
     for spec in resolve(names, data.dataset_dir):
         check_stage_fits(spec, stage)
         convert = CONVERTERS[spec.formatting]
@@ -99,5 +99,15 @@ def load_examples(data: DataConfig, names: list[str], stage: str, *, seed: int =
                             f"(bad_records: skip); the first: {report.skipped[-bad]}", source=origin)
         kept = _sample(kept, spec, seed)
         report.counts[spec.name] = len(kept)
-        examples += kept
-    return examples, report
+        parts.append(kept)
+    return mix(parts, data.mix_strategy), report
+
+
+def mix(parts: list[list[Example]], strategy: str) -> list[Example]:
+    """Several datasets as one (LLaMA-Factory's mix_strategy, without interleave_probs): `concat` one
+    after another; `interleave_under` one record of each in turn until the smallest runs out;
+    `interleave_over` until the largest runs out, the others starting over."""
+    if strategy == "concat" or len(parts) < 2:
+        return [example for part in parts for example in part]
+    rounds = min(map(len, parts)) if strategy == "interleave_under" else max(map(len, parts))
+    return [part[i % len(part)] for i in range(rounds) for part in parts]

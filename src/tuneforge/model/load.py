@@ -126,3 +126,19 @@ def load_model(m: ModelConfig, precision: Precision, *, attn_implementation: str
     if for_training:
         model.config.use_cache = False
     return model
+
+
+def inference_precision(m: ModelConfig, device: str) -> Precision:
+    """What chat, predict and the API load the weights in: `infer_dtype` (LLaMA-Factory's key), where
+    `auto` is bf16 on a GPU that has it, else fp16 on a GPU, fp32 on a CPU (half precision on a CPU is
+    several times slower and gains nothing)."""
+    import torch
+
+    names = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    if m.infer_dtype != "auto":
+        dtype = names[m.infer_dtype]
+    elif device == "cpu":
+        dtype = torch.float32
+    else:
+        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    return Precision(dtype, False, False, device)

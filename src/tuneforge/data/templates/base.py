@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 from tuneforge.data.example import Example, Message
 
@@ -30,9 +30,9 @@ class Turn:
 class Template:
     """Format strings use {content}; {bos}/{eos} are the tokenizer's special tokens.
 
-    system_style: "block" renders `system` before the first turn; "merge" prepends
-    `system` (formatted) to the first user message, as llama2/gemma/mistral do; "lead" renders
-    it right after `prefix` (deepseek, alpaca).
+    system_style: "block" renders `system` right after `prefix`, before the first turn (chatml,
+    deepseek, alpaca); "merge" prepends `system` (formatted) to the first user message, as
+    llama2/gemma/mistral do.
     """
 
     name: str
@@ -41,7 +41,7 @@ class Template:
     stop_words: tuple[str, ...]
     prefix: str = ""
     system: str = "{content}"
-    system_style: str = "block"
+    system_style: Literal["block", "merge"] = "block"
     suffix: str = ""
     observation: str | None = None
     function: str = "{content}"
@@ -79,7 +79,7 @@ class Template:
         system = strip(self.system_text(example, default_system))
         lead = self._fill(self.prefix, "", bos, eos)
         if system or self.always_system:
-            if self.system_style in ("block", "lead"):
+            if self.system_style == "block":
                 lead += self._fill(self.system, system, bos, eos)
         answers = self._answers(messages, enable_thinking)
         turns: list[Turn] = []
