@@ -7,6 +7,7 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import MethodConfig, ModelConfig
+from tuneforge.model.selection import freeze_trained, lora_targets
 
 
 def linear_module_names(model: Any) -> list[str]:
@@ -57,44 +58,22 @@ def lora_config(method: MethodConfig, available: list[str], *, task_type: str = 
     """peft LoraConfig from the method settings; `lora_target: all` = every linear layer in `available`."""
     from peft import LoraConfig
 
-    targets = available if method.lora_target == ["all"] else method.lora_target
-    missing = [t for t in targets if t not in available]
-    if missing:
-        raise ConfigError(f"lora_target {', '.join(missing)} matches no linear layer of this model "
-                          f"(it has: {', '.join(available)}; or use 'all')")
+    targets = lora_targets(method, available)
     to_save = [*extra_modules, *(method.additional_target or [])] or None
     return LoraConfig(task_type=task_type, r=method.lora_rank, lora_alpha=method.lora_alpha,
                       lora_dropout=method.lora_dropout, target_modules=targets, modules_to_save=to_save,
                       use_rslora=method.use_rslora, use_dora=method.use_dora)
 
 
-def apply_freeze(model: Any, method: MethodConfig) -> Any:
+def apply_freeze(model: Any, method: MethodConfig, also: tuple[str, ...] = ()) -> Any:
     import torch
 
-    n_layers = model.config.num_hidden_layers
-    count = method.freeze_trainable_layers
-    if abs(count) > n_layers:
-        raise ConfigError(f"freeze_trainable_layers {count} exceeds the model's {n_layers} layers")
-    layer_ids = range(n_layers - count, n_layers) if count > 0 else range(-count)
-    modules = method.freeze_trainable_modules
-    prefixes = [f".layers.{i}." for i in layer_ids]
-    extra = method.freeze_extra_modules or []
-    matched_module = set()
+    trained = freeze_trained((name for name, _ in model.named_parameters()), model.config.num_hidden_layers,
+                             method, also)
     for name, param in model.named_parameters():
-        in_layer = any(p in name for p in prefixes)
-        if in_layer and modules != ["all"]:
-            hit = [m for m in modules if f".{m}." in name]
-            matched_module.update(hit)
-            in_layer = bool(hit)
-        in_extra = any(f".{m}." in f".{name}" or name.startswith(f"{m}.") for m in extra)
-        param.requires_grad_(in_layer or in_extra)
+        param.requires_grad_(name in trained)
         if param.requires_grad:
-            param.data = param.data.to(torch.float32)
-    if modules != ["all"] and set(modules) - matched_module:
-        raise ConfigError(f"freeze_trainable_modules {', '.join(sorted(set(modules) - matched_module))} matches "
-                          "nothing in the trainable layers (e.g. use mlp, self_attn or all)")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ConfigError("freeze settings leave no trainable parameter")
+            param.data = param.data.to(torch.float32)  # trained weights keep fp32 master copies
     return model
 
 

@@ -51,7 +51,7 @@ def build_model(cfg: RunConfig, precision: Precision, attention: str | None) -> 
     """The causal LM with a fresh one-output head, the fine-tuning method applied; the head always trains."""
     import torch
 
-    from tuneforge.model.adapters import apply_method
+    from tuneforge.model.adapters import apply_freeze, apply_method
     from tuneforge.model.reward import load_sequence_classifier
 
     model = load_sequence_classifier(resolve_model_path(cfg.model.model_name_or_path), cfg.model,
@@ -62,8 +62,7 @@ def build_model(cfg: RunConfig, precision: Precision, attention: str | None) -> 
         model.requires_grad_(False)
         model = _apply_lora(model, cfg)
     elif method.finetuning_type == "freeze":
-        extra = [*(method.freeze_extra_modules or []), HEAD]
-        model = apply_method(model, method.model_copy(update={"freeze_extra_modules": extra}), cfg.model)
+        model = apply_freeze(model, method, also=(HEAD,))
     else:
         model = apply_method(model, method, cfg.model)
     for param in model.parameters():  # the head (and adapters) keep fp32 master weights under bf16/fp16

@@ -8,6 +8,7 @@ from typing import Any
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import MethodConfig
 from tuneforge.model.memory.constants import LINEARS, MOE_KEYS
+from tuneforge.model.selection import freeze_trained, lora_targets
 
 # --------------------------------------------------------------------------------------------
 # Shape and trainable parameters
@@ -127,31 +128,6 @@ class Plan:
         return "lm_head.weight" in self.trained or shape.tied and self.embed
 
 
-def _freeze_trained(shape: Shape, method: MethodConfig) -> frozenset[str]:
-    """The same selection as adapters.apply_freeze, on parameter names."""
-    n_layers, count = shape.layers, method.freeze_trainable_layers
-    if abs(count) > n_layers:
-        raise ConfigError(f"freeze_trainable_layers {count} exceeds the model's {n_layers} layers")
-    layer_ids = range(n_layers - count, n_layers) if count > 0 else range(-count)
-    prefixes = [f".layers.{i}." for i in layer_ids]
-    modules, extra = method.freeze_trainable_modules, method.freeze_extra_modules or []
-    trained, matched = set(), set()
-    for name in shape.named_params():
-        in_layer = any(p in name for p in prefixes)
-        if in_layer and modules != ["all"]:
-            hit = [m for m in modules if f".{m}." in name]
-            matched.update(hit)
-            in_layer = bool(hit)
-        if in_layer or any(f".{m}." in f".{name}" or name.startswith(f"{m}.") for m in extra):
-            trained.add(name)
-    if modules != ["all"] and set(modules) - matched:
-        raise ConfigError(f"freeze_trainable_modules {', '.join(sorted(set(modules) - matched))} matches "
-                          "nothing in the trainable layers (e.g. use mlp, self_attn or all)")
-    if not trained:
-        raise ConfigError("freeze settings leave no trainable parameter")
-    return frozenset(trained)
-
-
 def plan_method(shape: Shape, method: MethodConfig) -> Plan:
     """Which parameters train, counted exactly as peft / adapters.py would count them."""
     named = shape.named_params()
@@ -159,14 +135,9 @@ def plan_method(shape: Shape, method: MethodConfig) -> Plan:
     if method.finetuning_type == "full":
         return Plan("full", total, total, trained=frozenset(named))
     if method.finetuning_type == "freeze":
-        trained = _freeze_trained(shape, method)
+        trained = frozenset(freeze_trained(named, shape.layers, method))
         return Plan("freeze", total, sum(named[n] for n in trained), trained=trained)
-    available = list(LINEARS)
-    targets = available if method.lora_target == ["all"] else method.lora_target
-    missing = [t for t in targets if t not in available]
-    if missing:
-        raise ConfigError(f"lora_target {', '.join(missing)} matches no linear layer of this model "
-                          f"(it has: {', '.join(sorted(available))}; or use 'all')")
+    targets = lora_targets(method, LINEARS)
     dims = shape.linear_dims()
     r = method.lora_rank
     per_layer = sum(r * (dims[t][0] + dims[t][1]) + (dims[t][1] if method.use_dora else 0) for t in set(targets))
