@@ -33,8 +33,14 @@ CHAT_TEMPLATES = SHARED / "data" / "chat_templates" / "chat_templates"
 
 
 def need_shared() -> None:
-    if not LF_DATA.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED} (set TUNEFORGE_SHARED)")
+    """Skip a test that needs ../shared when it is missing; in CI (CI=true), where the data is always provided,
+    fail instead, so a lost mount can't turn those tests into silent skips."""
+    if LF_DATA.is_dir():
+        return
+    message = f"shared test data not found at {SHARED} (set TUNEFORGE_SHARED)"
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"{message}; CI must provide it", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +79,22 @@ def write_yaml(path: Path, **keys) -> Path:
 
     path.write_text(yaml.safe_dump(keys, allow_unicode=True), encoding="utf-8")
     return path
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *needles: str, alone: bool = True) -> str:
+    """A user error as the CLI reports it: exit code 2, no traceback, one line starting with "error: " that holds
+    every needle, and nothing else on stderr. `alone=False` is for errors found only after work began (the
+    model loaded): progress and `tuneforge:` notes may come before the error line, which is still the last
+    line and the only one starting with "error". Returns the error line."""
+    stderr = result.stderr
+    context = f"\n--- stderr ---\n{stderr[-3000:]}\n--- stdout ---\n{(result.stdout or '')[-2000:]}"
+    assert "Traceback" not in stderr, context
+    assert result.returncode == 2, f"exit code {result.returncode}, not 2{context}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), f"stderr does not end with an 'error: ' line{context}"
+    if alone:
+        assert len(lines) == 1, f"more than the error line on stderr{context}"
+    assert sum(line.lstrip().lower().startswith("error") for line in lines) == 1, f"more than one error line{context}"
+    for needle in needles:
+        assert needle in lines[-1], f"{needle!r} not in the error line{context}"
+    return lines[-1]

@@ -1,30 +1,50 @@
-"""The command line as users meet it: fast start, env report, data check."""
+"""The command line as users meet it: light start, env report, data check.
+(How fast `tuneforge version` and `--help` start is measured by bench/cli_latency.py, not asserted here.)"""
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
-import time
+
+import pytest
 
 from conftest import REPO, run_cli
 
+HEAVY = ("torch", "transformers", "datasets", "trl", "peft", "accelerate")
+# runs the console-script entry point on ARGS, then lists the heavy libraries it imported
+PROBE = """
+import sys
+args = sys.argv[1:]
+sys.argv = ["tuneforge", *args]
+from tuneforge.cli.main import run
+try:
+    run()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print("heavy:", sorted(m for m in {heavy!r} if m in sys.modules))
+"""
 
-def test_version_and_help_start_fast():
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "tuneforge", "version"], capture_output=True, text=True)
-        timings.append(time.perf_counter() - start)
-        assert result.returncode == 0 and result.stdout.startswith("tuneforge ")
-    assert statistics.median(timings) < 0.5, timings
-    helped = run_cli("--help")
-    assert helped.returncode == 0 and "train" in helped.stdout and "data" in helped.stdout
-    # the fast path must not import the heavy libraries
-    probe = subprocess.run([sys.executable, "-c", "import sys, tuneforge.cli.main; "
-                            "print(any(m in sys.modules for m in ('torch', 'transformers', 'datasets')))"],
-                           capture_output=True, text=True)
-    assert probe.stdout.strip() == "False"
+
+@pytest.mark.parametrize("args", [["version"], ["--help"]], ids=["version", "help"])
+def test_version_and_help_import_no_heavy_library(args):
+    from tuneforge import __version__
+
+    result = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "heavy: []", result.stdout
+    if args == ["version"]:
+        assert lines == [f"tuneforge {__version__}", "heavy: []"]
+    else:
+        assert "train" in result.stdout and "data" in result.stdout
+
+
+def test_version_through_python_m():
+    from tuneforge import __version__
+
+    result = run_cli("version")
+    assert result.returncode == 0 and result.stdout == f"tuneforge {__version__}\n", result.stderr
 
 
 def test_env_lists_versions_devices_and_extras():

@@ -15,7 +15,8 @@ def engine_for(*adapters, **keys):
             "do_sample": False, "max_new_tokens": 48, **keys}
     if adapters:
         base["adapter_name_or_path"] = ",".join(str(a) for a in adapters)
-    return create_engine(load(base=base)[0])
+    cfg = load(base=base)[0]
+    return create_engine(cfg.model, cfg.data, cfg.generate)
 
 
 @pytest.mark.slow

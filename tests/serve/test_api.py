@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 
 from conftest import write_yaml
 from tuneforge.data.example import Message
-from tuneforge.infer.engine import Response
+from tuneforge.infer.base import Response
 
 KEY = "tf-test-key"
 QUESTION = "你是谁"
@@ -209,26 +208,6 @@ def test_tool_call_answers_become_tool_calls():
     assert plain["finish_reason"] == "stop" and plain["message"]["content"] == answer
 
 
-def test_stop_cutter_streams_exactly_the_non_streamed_text():
-    from tuneforge.serve.api import StopCutter
-
-    rng = random.Random(0)
-    cases = [("  hello STOP world", ["STOP"]), ("hello world  ", []), ("ab\n\nEND tail", ["END", "ta"]),
-             ("我是 Forge，由 Tuneforge Lab 开发", ["Tuneforge"]), ("xx STO", ["STOP"]), ("a  b", ["  b"])]
-    for text, stops in cases:
-        expected = text
-        for word in stops:  # what the engine does for the non-streamed answer
-            if word in expected:
-                expected = expected[:expected.index(word)]
-        expected = expected.strip()
-        for _ in range(30):
-            cuts = sorted(rng.sample(range(1, len(text)), k=min(len(text) - 1, rng.randint(0, 6))))
-            pieces = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)])]
-            cutter = StopCutter(stops)
-            got = "".join(cutter.feed(p) for p in pieces) + cutter.finish()
-            assert got == expected, (text, stops, pieces)
-
-
 def test_event_loop_stays_free_while_generating():
     from tuneforge.serve.api import create_app
 
@@ -278,7 +257,7 @@ def engine(adapter):
 
     cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny", "adapter_name_or_path": str(adapter),
                         "template": "qwen3_nothink", "do_train": False, "max_new_tokens": 48})
-    return create_engine(cfg)
+    return create_engine(cfg.model, cfg.data, cfg.generate)
 
 
 @pytest.fixture(scope="module")

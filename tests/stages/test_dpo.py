@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import LF_DATA, need_shared, run_cli, write_yaml
+from conftest import LF_DATA, assert_one_error_line, need_shared, run_cli, write_yaml
 from e2e.helpers import log_lines, train
 
 TOY = [{"instruction": f"What is {a} plus {b}?", "input": "", "chosen": f"{a} plus {b} is {a + b}.",
@@ -241,11 +241,7 @@ def bad_runs(tmp_path_factory):
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_preference_record_is_one_line(case, bad_runs):
     proc, root = bad_runs[case]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    for needle in BAD[case][2]:
-        assert needle in errors[0], errors[0]
+    assert_one_error_line(proc, *BAD[case][2])
     assert not (root / "out" / "trainer_log.jsonl").exists()
 
 

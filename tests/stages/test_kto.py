@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import LF_DATA, need_shared, run_cli, write_yaml
+from conftest import LF_DATA, assert_one_error_line, need_shared, run_cli, write_yaml
 from e2e.helpers import log_lines, train
 
 KTO = dict(stage="kto", dataset="kto_demo", cutoff_len=128, per_device_train_batch_size=4, max_samples=12,
@@ -126,9 +126,5 @@ def test_kto_tag_not_boolean_is_one_line_through_the_cli(tiny_path, tmp_path):
                         stage="kto", dataset="tags", dataset_dir=str(data), output_dir=str(tmp_path / "out"),
                         per_device_train_batch_size=2, max_steps=1)
     result = run_cli("train", str(config), cwd=tmp_path)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert sum(line.startswith("error:") for line in lines) == 1 and lines[-1].startswith("error:"), result.stderr
-    for needle in ("tags.json", "record 2", "'label'", "true or false", "'yes'"):
-        assert needle in lines[-1], lines[-1]
+    assert_one_error_line(result, "tags.json", "record 2", "'label'", "true or false", "'yes'")
     assert not (tmp_path / "out").exists()

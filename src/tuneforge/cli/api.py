@@ -69,7 +69,7 @@ def run_api(config_path: Path, overrides: list[str]) -> None:
                           "missing)") from None
     from tuneforge.infer.engine import create_engine
 
-    engine = create_engine(cfg)
+    engine = create_engine(cfg.model, cfg.data, cfg.generate)
     app = create_app(engine, model_name, api_key)
     shown = f"[{host}]" if ":" in host else host
     print(f"tuneforge: serving '{model_name}' at http://{shown}:{port}/v1 "

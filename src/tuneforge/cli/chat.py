@@ -60,7 +60,7 @@ def run_chat(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.infer.engine import create_engine
 
     cfg, _ = load(config_path, ["do_train=false", *overrides])
-    engine = create_engine(cfg)
+    engine = create_engine(cfg.model, cfg.data, cfg.generate)
     if sys.stdin.isatty():
         repl(engine, cfg.data.default_system)
     else:

@@ -1,37 +1,18 @@
-"""One interface for every inference backend: chat, stream_chat, generate (n, stop, usage), batch_generate."""
+"""Pick the inference backend: `infer_backend: huggingface` (default) or `vllm` (when installed).
+Every backend implements `tuneforge.infer.base.Engine`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from tuneforge.config.errors import ConfigError
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import DataConfig, GenerateConfig, ModelConfig
+from tuneforge.infer.base import Engine
 
 
-@dataclass
-class Response:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" or "length"
-
-
-def create_engine(cfg: RunConfig) -> Any:
-    """`infer_backend: huggingface` (default) or `vllm` (when installed)."""
-    if cfg.generate.infer_backend == "vllm":
+def create_engine(model: ModelConfig, data: DataConfig, generation: GenerateConfig) -> Engine:
+    """The engine for `model` (+ its adapters), rendering with `data`'s template, generating with `generation`."""
+    if generation.infer_backend == "vllm":
         from tuneforge.infer.vllm import VLLMEngine
 
-        return VLLMEngine(cfg)
+        return VLLMEngine(model, data, generation)
     from tuneforge.infer.hf import HFEngine
 
-    return HFEngine(cfg)
-
-
-def require_vllm() -> Any:
-    try:
-        import vllm  # type: ignore[import-not-found]
-    except ImportError:
-        raise ConfigError("infer_backend: vllm needs vLLM (`pip install 'tuneforge[vllm]'` on a CUDA machine); "
-                          "or use infer_backend: huggingface") from None
-    return vllm
+    return HFEngine(model, data, generation)

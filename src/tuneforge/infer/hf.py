@@ -7,39 +7,33 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import DataConfig, GenerateConfig, ModelConfig
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import template_for
-from tuneforge.infer.engine import Response
-
-
-def as_list(stop: Any) -> list[str]:
-    """OpenAI's `stop` is a string or a list of strings."""
-    if not stop:
-        return []
-    return [stop] if isinstance(stop, str) else [str(s) for s in stop]
+from tuneforge.infer.base import Response
+from tuneforge.infer.stops import StopCutter, cut_at_stop, stop_words
 
 
 class HFEngine:
     backend = "huggingface"
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, model_cfg: ModelConfig, data: DataConfig, generation: GenerateConfig):
         import torch
 
         from tuneforge.model.adapters import load_adapters
         from tuneforge.model.attention import choose_attention
         from tuneforge.model.load import Precision, load_model, load_tokenizer
 
-        self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.model)
-        self.template = template_for(cfg.data, self.tokenizer)
+        self.generation_cfg = generation
+        self.tokenizer = load_tokenizer(model_cfg)
+        self.template = template_for(data, self.tokenizer)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        attention = choose_attention(cfg.model.flash_attn, device, padding_free=False)
-        model = load_model(cfg.model, Precision(dtype, False, False, device),
+        attention = choose_attention(model_cfg.flash_attn, device, padding_free=False)
+        model = load_model(model_cfg, Precision(dtype, False, False, device),
                            attn_implementation=attention.implementation, for_training=False)
-        if cfg.model.adapter_name_or_path:
-            model = load_adapters(model, cfg.model.adapter_name_or_path, trainable_last=False)
+        if model_cfg.adapter_name_or_path:
+            model = load_adapters(model, model_cfg.adapter_name_or_path, trainable_last=False)
         self.model = model.to(device).eval()
         self.device = device
         # one generation at a time: concurrent callers (the API server) queue here
@@ -49,12 +43,14 @@ class HFEngine:
     def prompt_text(self, messages: list[Message], system: str | None = None, tools: str | None = None) -> str:
         return self.template.render_text(Example(messages=messages, system=system, tools=tools), for_generation=True)
 
-    def _encode(self, texts: list[str]) -> Any:
-        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
-        return self.tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True).to(self.device)
+    def encode(self, texts: list[str]) -> Any:
+        """Token tensors of rendered prompts, left-padded (decoder-only batches pad on the left); the
+        padding side is passed per call, the tokenizer shared by the API server's threads is not changed."""
+        return self.tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True,
+                              padding_side="left").to(self.device)
 
     def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        g = self.cfg.generate
+        g = self.generation_cfg
         do_sample = overrides.pop("do_sample", g.do_sample)
         temperature = overrides.pop("temperature", g.temperature)
         if temperature is not None and temperature <= 1e-5:
@@ -67,7 +63,7 @@ class HFEngine:
             kwargs["length_penalty"] = g.length_penalty
         if do_sample:
             kwargs.update(temperature=temperature, top_p=g.top_p, top_k=g.top_k)
-        stop = as_list(overrides.pop("stop", None))
+        stop = stop_words(overrides.pop("stop", None))
         if stop:
             kwargs.update(stop_strings=stop, tokenizer=self.tokenizer)
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
@@ -78,8 +74,8 @@ class HFEngine:
                  **overrides: Any) -> list[Response]:
         import torch
 
-        stop = as_list(overrides.get("stop"))
-        inputs = self._encode([self.prompt_text(messages, system, tools)] * n)
+        stop = stop_words(overrides.get("stop"))
+        inputs = self.encode([self.prompt_text(messages, system, tools)] * n)
         kwargs = self.generation_kwargs(**overrides)
         with self.lock, torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
@@ -91,11 +87,8 @@ class HFEngine:
             finished = any(t in stops for t in ids)
             if finished:
                 ids = ids[:next(i for i, t in enumerate(ids) if t in stops)]
-            text = self.tokenizer.decode(ids, skip_special_tokens=self.cfg.generate.skip_special_tokens)
-            hit_stop = False
-            for word in stop or []:
-                if word in text:
-                    text, hit_stop = text[:text.index(word)], True
+            text = self.tokenizer.decode(ids, skip_special_tokens=self.generation_cfg.skip_special_tokens)
+            text, hit_stop = cut_at_stop(text, stop)
             reason = "stop" if finished or hit_stop or len(ids) < kwargs["max_new_tokens"] else "length"
             responses.append(Response(text.strip(), prompt_len, len(ids), reason))
         return responses
@@ -105,14 +98,14 @@ class HFEngine:
 
     def stream_chat(self, messages: list[Message], system: str | None = None, tools: str | None = None,
                     **overrides: Any) -> Iterator[str]:
-        """Yield answer text as it is generated. Stops at stop strings (not yielded); closing the
-        generator early cancels generation so the engine is free for the next caller."""
+        """Yield answer text as it is generated; the pieces join to what `generate` answers (cut at
+        stop strings, which are not yielded, and stripped). Closing the generator early cancels
+        generation so the engine is free for the next caller."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        stop = as_list(overrides.get("stop"))
-        inputs = self._encode([self.prompt_text(messages, system, tools)])
+        inputs = self.encode([self.prompt_text(messages, system, tools)])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, timeout=600,
-                                        skip_special_tokens=self.cfg.generate.skip_special_tokens)
+                                        skip_special_tokens=self.generation_cfg.skip_special_tokens)
         cancelled = threading.Event()
 
         class Cancel(StoppingCriteria):
@@ -135,25 +128,15 @@ class HFEngine:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        text, sent = "", 0
+        cutter = StopCutter(stop_words(overrides.get("stop")))
         try:
             for piece in streamer:
-                text += piece
-                cut = min((text.find(w) for w in stop if w in text), default=-1)
-                if cut >= 0:
-                    text = text[:cut]
-                    cancelled.set()
-                # hold back a tail that could be the start of a stop string
-                # and trailing whitespace (the final answer is stripped, as chat() strips it)
-                hold = max((len(w) - 1 for w in stop), default=0) if cut < 0 else 0
-                body = text.lstrip()
-                ready = body[:len(body) - hold].rstrip()
-                if len(ready) > sent:
-                    yield ready[sent:]
-                    sent = len(ready)
-                if cut >= 0:
+                delta = cutter.feed(piece)
+                if delta:
+                    yield delta
+                if cutter.stopped:
                     break
-            rest = text.lstrip()[sent:].rstrip()
+            rest = cutter.finish()
             if rest:
                 yield rest
         finally:
@@ -172,7 +155,7 @@ class HFEngine:
         answers: list[str] = []
         for start in range(0, len(conversations), batch_size):
             chunk = conversations[start:start + batch_size]
-            inputs = self._encode([self.prompt_text(c, system) for c in chunk])
+            inputs = self.encode([self.prompt_text(c, system) for c in chunk])
             with self.lock, torch.inference_mode():
                 out = self.model.generate(**inputs, **kwargs)
             for row in out[:, inputs["input_ids"].shape[1]:].tolist():

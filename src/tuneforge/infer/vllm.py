@@ -1,5 +1,9 @@
 """vLLM backend (used when `infer_backend: vllm` and vllm is installed): same interface as HFEngine.
 
+Prompts are handed to vLLM as token ids, tokenized here without special tokens as the HF engine
+does: the rendered prompt already holds the template's BOS, and vLLM would add a second one to
+prompt text (Llama 3, Gemma, Mistral).
+
 LoRA adapters are served through vLLM's LoRARequest without merging; only one adapter is
 supported (vLLM does not stack adapters), so several are rejected with a clear message.
 """
@@ -10,28 +14,28 @@ from collections.abc import Iterator
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import DataConfig, GenerateConfig, ModelConfig
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import template_for
-from tuneforge.infer.engine import Response, require_vllm
+from tuneforge.infer.base import Response, require_vllm
 
 
 class VLLMEngine:
     backend = "vllm"
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, model_cfg: ModelConfig, data: DataConfig, generation: GenerateConfig):
         vllm = require_vllm()
         from tuneforge.model.load import load_tokenizer, resolve_model_path
 
-        adapters = cfg.model.adapter_name_or_path or []
+        adapters = model_cfg.adapter_name_or_path or []
         if len(adapters) > 1:
             raise ConfigError("infer_backend: vllm serves one adapter; merge the others first (tuneforge export)")
-        self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.model)
-        self.template = template_for(cfg.data, self.tokenizer)
-        g = cfg.generate
-        self.llm = vllm.LLM(model=resolve_model_path(cfg.model.model_name_or_path),
-                            trust_remote_code=cfg.model.trust_remote_code, max_model_len=g.vllm_maxlen,
+        self.generation_cfg = generation
+        self.tokenizer = load_tokenizer(model_cfg)
+        self.template = template_for(data, self.tokenizer)
+        g = generation
+        self.llm = vllm.LLM(model=resolve_model_path(model_cfg.model_name_or_path),
+                            trust_remote_code=model_cfg.trust_remote_code, max_model_len=g.vllm_maxlen,
                             gpu_memory_utilization=g.vllm_gpu_util, enforce_eager=g.vllm_enforce_eager,
                             enable_lora=bool(adapters), max_lora_rank=g.vllm_max_lora_rank)
         self.lora = None
@@ -43,7 +47,7 @@ class VLLMEngine:
     def _params(self, n: int = 1, **overrides: Any) -> Any:
         from vllm import SamplingParams  # type: ignore[import-not-found]
 
-        g = self.cfg.generate
+        g = self.generation_cfg
         temperature = overrides.get("temperature", g.temperature if g.do_sample else 0.0)
         return SamplingParams(n=n, temperature=temperature or 0.0, top_p=overrides.get("top_p", g.top_p),
                               top_k=g.top_k if g.top_k > 0 else -1, repetition_penalty=g.repetition_penalty,
@@ -54,9 +58,13 @@ class VLLMEngine:
     def prompt_text(self, messages: list[Message], system: str | None = None, tools: str | None = None) -> str:
         return self.template.render_text(Example(messages=messages, system=system, tools=tools), for_generation=True)
 
+    def prompt_ids(self, text: str) -> dict[str, list[int]]:
+        """A rendered prompt as vLLM's TokensPrompt: its tokens, no special tokens added."""
+        return {"prompt_token_ids": self.tokenizer(text, add_special_tokens=False)["input_ids"]}
+
     def generate(self, messages: list[Message], system: str | None = None, tools: str | None = None, n: int = 1,
                  **overrides: Any) -> list[Response]:
-        prompt = self.prompt_text(messages, system, tools)
+        prompt = self.prompt_ids(self.prompt_text(messages, system, tools))
         out = self.llm.generate([prompt], self._params(n, **overrides), lora_request=self.lora, use_tqdm=False)[0]
         return [Response(c.text.strip(), len(out.prompt_token_ids), len(c.token_ids), c.finish_reason or "stop")
                 for c in out.outputs]
@@ -71,6 +79,6 @@ class VLLMEngine:
 
     def batch_generate(self, conversations: list[list[Message]], system: str | None = None, batch_size: int = 8,
                        **overrides: Any) -> list[str]:
-        prompts = [self.prompt_text(c, system) for c in conversations]
+        prompts = [self.prompt_ids(self.prompt_text(c, system)) for c in conversations]
         outs = self.llm.generate(prompts, self._params(**overrides), lora_request=self.lora, use_tqdm=False)
         return [o.outputs[0].text.strip() for o in outs]

@@ -39,6 +39,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.config.errors import TuneforgeError
+from tuneforge.data.example import Message
+from tuneforge.infer.base import Response
 from tuneforge.serve.protocol import (
     APIError,
     ChatCompletionRequest,
@@ -94,42 +96,6 @@ class KeyAuth:
         await response(scope, receive, send)
 
 
-class StopCutter:
-    """Turns streamed pieces into deltas that equal the non-streamed answer: cut at the first stop
-    sequence, hold back what could be the start of one, and trim whitespace at both ends (the
-    non-streamed text is `.strip()`ped)."""
-
-    def __init__(self, stops: list[str]):
-        self.stops, self.buf, self.started, self.stopped = stops, "", False, False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.buf += piece
-        if not self.started:
-            self.buf = self.buf.lstrip()
-            if not self.buf:
-                return ""
-            self.started = True
-        hits = [self.buf.index(s) for s in self.stops if s in self.buf]
-        if hits:
-            out, self.buf, self.stopped = self.buf[:min(hits)].rstrip(), "", True
-            return out
-        keep = len(self.buf) - len(self.buf.rstrip())
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.buf)), keep, -1):
-                if self.buf.endswith(s[:k]):
-                    keep = k
-                    break
-        cut = len(self.buf[:len(self.buf) - keep].rstrip())  # whitespace before a held stop start waits too
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        return out
-
-    def finish(self) -> str:
-        out, self.buf = self.buf.rstrip(), ""
-        return out
-
-
 def count_tokens(engine: Any, text: str) -> int:
     """Token count without changing the tokenizer's padding state (fast tokenizers raise 'Already
     borrowed' when one thread re-configures padding while another encodes)."""
@@ -146,23 +112,163 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
+# ---------------------------------------------------------------------------- the engine
+class EngineCalls:
+    """The engine, called off the event loop: blocking calls go to the thread pool, and calls are
+    serialised here when the engine has no lock of its own (the HF engine serialises model access)."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.lock = None if hasattr(engine, "lock") else threading.Lock()
+        self.max_new_tokens = getattr(getattr(engine, "generation_cfg", None), "max_new_tokens", None)
+
+    def locked(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.lock is None:
+            return fn(*args, **kwargs)
+        with self.lock:
+            return fn(*args, **kwargs)
+
+    async def prompt_tokens(self, messages: list[Message], system: str | None, tools: str | None) -> int | None:
+        """Tokens of the rendered prompt (None for an engine that renders none); 400 when the
+        template cannot render the conversation."""
+        if not hasattr(self.engine, "prompt_text"):
+            return None
+        try:
+            prompt = await run_in_threadpool(self.engine.prompt_text, messages, system, tools)
+        except (TuneforgeError, ValueError, LookupError, TypeError) as exc:
+            raise APIError(400, f"the chat template cannot render these messages: {exc}") from None
+        return await run_in_threadpool(count_tokens, self.engine, prompt)
+
+    async def count(self, text: str) -> int:
+        return await run_in_threadpool(count_tokens, self.engine, text)
+
+    async def generate(self, messages: list[Message], system: str | None, tools: str | None, n: int,
+                       overrides: dict[str, Any]) -> list[Response]:
+        try:
+            return await run_in_threadpool(self.locked, self.engine.generate, messages, system, tools, n, **overrides)
+        except Exception as exc:
+            logger.exception("generation failed")
+            raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error") from None
+
+    async def stream(self, messages: list[Message], system: str | None, tools: str | None,
+                     overrides: dict[str, Any]) -> AsyncIterator[str]:
+        """The engine's stream as it is (the engine cuts stop strings and trims), one next() per
+        worker-thread hop, closed however we leave."""
+        it: Iterator[str] = self.engine.stream_chat(messages, system, tools, **overrides)
+        done = object()
+        try:
+            while True:
+                piece = await run_in_threadpool(self.locked, next, it, done)
+                if piece is done:
+                    return
+                yield piece
+        finally:
+            it.close()
+
+
+# ---------------------------------------------------------------------------- one request
+class ChatCompletion:
+    """One POST /v1/chat/completions request: a JSON answer, or an SSE stream of text deltas (or, with
+    tools, of the complete answer once it is known)."""
+
+    def __init__(self, calls: EngineCalls, model_name: str, req: ChatCompletionRequest):
+        self.calls, self.req = calls, req
+        self.messages, self.system, self.tools = to_conversation(req)
+        self.overrides = generation_overrides(req, stop_list(req.stop))
+        self.n = req.n or 1
+        self.prompt_tokens: int | None = None
+        self.completion_tokens = 0
+        self.head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name,
+                     "system_fingerprint": None}
+
+    @classmethod
+    async def read(cls, calls: EngineCalls, model_name: str, request: Request) -> ChatCompletion:
+        """The request checked and mapped onto the engine (APIError 400 for what cannot be served)."""
+        completion = cls(calls, model_name, await parse_request(request))
+        completion.prompt_tokens = await calls.prompt_tokens(completion.messages, completion.system, completion.tools)
+        return completion
+
+    async def respond(self) -> Any:
+        if not self.req.stream:
+            return await self.complete()
+        return StreamingResponse(self.events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def generate(self) -> list[Response]:
+        return await self.calls.generate(self.messages, self.system, self.tools, self.n, self.overrides)
+
+    def choice(self, index: int, text: str, reason: str) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.tools:
+            content, calls = parse_tool_calls(text)
+            if calls:
+                message, reason = {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+        return {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
+
+    def usage(self, prompt_tokens: int) -> dict[str, int]:
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": prompt_tokens + self.completion_tokens}
+
+    async def complete(self) -> dict[str, Any]:
+        responses = await self.generate()
+        used = self.prompt_tokens if self.prompt_tokens is not None else responses[0].prompt_tokens
+        self.completion_tokens = sum(r.completion_tokens for r in responses)
+        return {**self.head, "object": "chat.completion",
+                "choices": [self.choice(i, r.text, r.finish_reason) for i, r in enumerate(responses)],
+                "usage": self.usage(used)}
+
+    # ------------------------------------------------------------------ streaming
+    def chunk(self, index: int, delta: dict[str, Any], reason: str | None = None) -> str:
+        return _sse({**self.head, "object": "chat.completion.chunk",
+                     "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]})
+
+    async def tool_events(self) -> AsyncIterator[str]:
+        """A tool call is only known once the answer is complete: generate, then send each choice whole."""
+        for i, r in enumerate(await self.generate()):
+            full = self.choice(i, r.text, r.finish_reason)
+            yield self.chunk(i, {"role": "assistant", "content": ""})
+            yield self.chunk(i, {k: v for k, v in full["message"].items() if k != "role"})
+            yield self.chunk(i, {}, full["finish_reason"])
+            self.completion_tokens += r.completion_tokens
+
+    async def text_events(self, index: int) -> AsyncIterator[str]:
+        """Choice `index` as the engine streams it: one delta per piece, then the finish reason."""
+        yield self.chunk(index, {"role": "assistant", "content": ""})
+        text = ""
+        stream = self.calls.stream(self.messages, self.system, self.tools, self.overrides)
+        async with contextlib.aclosing(stream) as pieces:
+            async for piece in pieces:
+                if piece:
+                    text += piece
+                    yield self.chunk(index, {"content": piece})
+        used = await self.calls.count(text)
+        self.completion_tokens += used
+        max_new = self.overrides.get("max_new_tokens") or self.calls.max_new_tokens
+        yield self.chunk(index, {}, "length" if max_new and used >= max_new else "stop")
+
+    async def events(self) -> AsyncIterator[str]:
+        try:
+            if self.tools:
+                async for event in self.tool_events():
+                    yield event
+            else:
+                for i in range(self.n):
+                    async for event in self.text_events(i):
+                        yield event
+            if self.req.stream_options and self.req.stream_options.include_usage:
+                yield _sse({**self.head, "object": "chat.completion.chunk", "choices": [],
+                            "usage": self.usage(self.prompt_tokens or 0)})
+        except APIError as exc:
+            yield _sse(exc.body())
+        except Exception as exc:  # headers are sent: report in-band, as OpenAI does
+            logger.exception("streaming failed")
+            yield _sse(APIError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error").body())
+        yield "data: [DONE]\n\n"
+
+
 # ---------------------------------------------------------------------------- the app
-def create_app(engine: Any, model_name: str, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app serving `engine` (anything with generate/stream_chat, see infer.engine)."""
-    from tuneforge import __version__
-
-    app = FastAPI(title="tuneforge OpenAI-compatible API", version=__version__)
-    if api_key:
-        app.add_middleware(KeyAuth, api_key=api_key)
-    started = int(time.time())
-    # The HF engine serialises model access with its own lock; serialise any engine that does not.
-    engine_lock = None if hasattr(engine, "lock") else threading.Lock()
-
-    def locked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if engine_lock is None:
-            return fn(*args, **kwargs)
-        with engine_lock:
-            return fn(*args, **kwargs)
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error, bad input included, as OpenAI-shaped JSON."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -182,8 +288,10 @@ def create_app(engine: Any, model_name: str, api_key: str | None = None) -> Fast
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return APIError(500, f"internal error: {type(exc).__name__}", "server_error").response()
 
-    def model_card() -> dict[str, Any]:
-        return {"id": model_name, "object": "model", "created": started, "owned_by": "tuneforge"}
+
+def add_model_routes(app: FastAPI, model_name: str) -> None:
+    """/health and the one-model /v1/models listing."""
+    card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "tuneforge"}
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -191,120 +299,30 @@ def create_app(engine: Any, model_name: str, api_key: str | None = None) -> Fast
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card()]}
+        return {"object": "list", "data": [card]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
         if model_id != model_name:
             raise APIError(404, f"The model '{model_id}' does not exist (this server has '{model_name}')",
                            "invalid_request_error", "model_not_found", "model")
-        return model_card()
+        return card
+
+
+def create_app(engine: Any, model_name: str, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `engine` (anything with generate/stream_chat, see infer.base.Engine)."""
+    from tuneforge import __version__
+
+    app = FastAPI(title="tuneforge OpenAI-compatible API", version=__version__)
+    if api_key:
+        app.add_middleware(KeyAuth, api_key=api_key)
+    add_error_handlers(app)
+    add_model_routes(app, model_name)
+    calls = EngineCalls(engine)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        req = await parse_request(request)
-        messages, system, tools = to_conversation(req)
-        stops = stop_list(req.stop)
-        overrides = generation_overrides(req, stops)
-        n = req.n or 1
-        prompt_tokens = None
-        if hasattr(engine, "prompt_text"):
-            try:
-                prompt = await run_in_threadpool(engine.prompt_text, messages, system, tools)
-            except (TuneforgeError, ValueError, LookupError, TypeError) as exc:
-                raise APIError(400, f"the chat template cannot render these messages: {exc}") from None
-            prompt_tokens = await run_in_threadpool(count_tokens, engine, prompt)
-        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": cid, "created": created, "model": model_name, "system_fingerprint": None}
-
-        async def generate() -> list[Any]:
-            try:
-                return await run_in_threadpool(locked, engine.generate, messages, system, tools, n, **overrides)
-            except Exception as exc:
-                logger.exception("generation failed")
-                raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error") from None
-
-        def choice(index: int, text: str, reason: str) -> dict[str, Any]:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if tools:
-                content, calls = parse_tool_calls(text)
-                if calls:
-                    message, reason = {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
-            return {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
-
-        if not req.stream:
-            responses = await generate()
-            used = prompt_tokens if prompt_tokens is not None else responses[0].prompt_tokens
-            completion = sum(r.completion_tokens for r in responses)
-            return {**head, "object": "chat.completion",
-                    "choices": [choice(i, r.text, r.finish_reason) for i, r in enumerate(responses)],
-                    "usage": {"prompt_tokens": used, "completion_tokens": completion,
-                              "total_tokens": used + completion}}
-
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        max_new = overrides.get("max_new_tokens") or getattr(getattr(getattr(engine, "cfg", None), "generate", None),
-                                                              "max_new_tokens", None)
-
-        def chunk(index: int, delta: dict[str, Any], reason: str | None = None) -> str:
-            return _sse({**head, "object": "chat.completion.chunk",
-                         "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]})
-
-        async def pieces() -> AsyncIterator[str]:
-            """The engine's stream, one next() per worker-thread hop, closed however we leave."""
-            it: Iterator[str] = engine.stream_chat(messages, system, tools, **overrides)
-            done = object()
-            try:
-                while True:
-                    piece = await run_in_threadpool(locked, next, it, done)
-                    if piece is done:
-                        return
-                    yield piece
-            finally:
-                it.close()
-
-        async def events() -> AsyncIterator[str]:
-            completion_tokens = 0
-            try:
-                if tools:  # a tool call is only known once the answer is complete: generate, then send it
-                    responses = await generate()
-                    for i, r in enumerate(responses):
-                        full = choice(i, r.text, r.finish_reason)
-                        yield chunk(i, {"role": "assistant", "content": ""})
-                        yield chunk(i, {k: v for k, v in full["message"].items() if k != "role"})
-                        yield chunk(i, {}, full["finish_reason"])
-                        completion_tokens += r.completion_tokens
-                else:
-                    for i in range(n):
-                        yield chunk(i, {"role": "assistant", "content": ""})
-                        cutter, raw = StopCutter(stops), ""
-                        async with contextlib.aclosing(pieces()) as stream:
-                            async for piece in stream:
-                                raw += piece
-                                delta = cutter.feed(piece)
-                                if delta:
-                                    yield chunk(i, {"content": delta})
-                                if cutter.stopped:
-                                    break
-                        tail = cutter.finish()
-                        if tail:
-                            yield chunk(i, {"content": tail})
-                        used = await run_in_threadpool(count_tokens, engine, raw)
-                        completion_tokens += used
-                        reason = "length" if not cutter.stopped and max_new and used >= max_new else "stop"
-                        yield chunk(i, {}, reason)
-                if include_usage:
-                    p = prompt_tokens or 0
-                    yield _sse({**head, "object": "chat.completion.chunk", "choices": [],
-                                "usage": {"prompt_tokens": p, "completion_tokens": completion_tokens,
-                                          "total_tokens": p + completion_tokens}})
-            except APIError as exc:
-                yield _sse(exc.body())
-            except Exception as exc:  # headers are sent: report in-band, as OpenAI does
-                logger.exception("streaming failed")
-                yield _sse(APIError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error").body())
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        completion = await ChatCompletion.read(calls, model_name, request)
+        return await completion.respond()
 
     return app

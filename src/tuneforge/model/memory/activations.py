@@ -11,7 +11,7 @@ from tuneforge.model.memory.shape import Plan, Shape
 
 
 @dataclass(frozen=True)
-class _T:
+class TapeTensor:
     """A tensor of `width` elements per token, `nbytes` bytes per element."""
 
     width: int
@@ -42,11 +42,11 @@ class _Tape:
         self.layer_peak = 0  # the same, counted from the start of the current layer
         self._next = 0
 
-    def new(self, width: int, nbytes: int, grad: bool) -> _T:
+    def new(self, width: int, nbytes: int, grad: bool) -> TapeTensor:
         self._next += 1
-        return _T(width, nbytes, grad, self._next)
+        return TapeTensor(width, nbytes, grad, self._next)
 
-    def save(self, t: _T) -> None:
+    def save(self, t: TapeTensor) -> None:
         if t.key not in self.saved:
             self.saved[t.key] = t.width * t.nbytes * self.tokens
             self.running += self.saved[t.key]
@@ -60,7 +60,7 @@ class _Tape:
         """Bytes that do not scale with tokens (autocast's cached half copies of trained weights)."""
         self.running += nbytes
 
-    def keep(self, *tensors: _T) -> int:
+    def keep(self, *tensors: TapeTensor) -> int:
         """Bytes per token of those tensors that are alive but not saved."""
         return sum(t.width * t.nbytes for t in tensors if t.key not in self.saved)
 
@@ -74,7 +74,7 @@ class _Tape:
 
     # ---- ops
 
-    def rmsnorm(self, x: _T, weight_trains: bool, live: int, width: int | None = None, groups: int = 1) -> _T:
+    def rmsnorm(self, x: TapeTensor, weight_trains: bool, live: int, width: int | None = None, groups: int = 1) -> TapeTensor:
         """transformers' RMSNorm: x.to(fp32); x * rsqrt(mean(x^2) + eps); weight * that.to(x.dtype).
         pow and mul keep the fp32 copy of x, rsqrt its output (one float per row); the final
         multiply keeps the normalised input only when the weight trains (the weight itself is a
@@ -100,7 +100,7 @@ class _Tape:
                    + out.width * out.nbytes)
         return out
 
-    def linear(self, x: _T, name: str, n_out: int, trained: frozenset[str], block: str, live: int) -> _T:
+    def linear(self, x: TapeTensor, name: str, n_out: int, trained: frozenset[str], block: str, live: int) -> TapeTensor:
         """A linear layer, with its LoRA adapter if it has one (peft's Linear.forward).
         `live`: bytes per token alive around it, its input included when that is not saved."""
         w_trains = f"{block}.{name}.weight" in trained
@@ -153,7 +153,7 @@ class _Tape:
             self.touch(live + total + base)
         return self.new(n_out, out_bytes, True)
 
-    def attention(self, q: _T, k: _T, v: _T, shape: Shape, kind: str, live: int) -> tuple[_T, int]:
+    def attention(self, q: TapeTensor, k: TapeTensor, v: TapeTensor, shape: Shape, kind: str, live: int) -> tuple[TapeTensor, int]:
         """RoPE then the attention kernel -> (output, bytes per token still alive beside it until
         the attention block returns). RoPE's multiplies by cos/sin keep only cos and sin (shared
         by all layers, saved once). Flash-style kernels (varlen, SDPA without a mask) keep q, k,
@@ -199,7 +199,7 @@ class _Tape:
         return out, after
 
 
-def _layer(tape: _Tape, x: _T, shape: Shape, index: int, attention: str) -> _T:
+def _layer(tape: _Tape, x: TapeTensor, shape: Shape, index: int, attention: str) -> TapeTensor:
     """One decoder layer (transformers' LlamaDecoderLayer / Qwen2DecoderLayer)."""
     trained = tape.plan.layer_trained(index)
     dims = shape.linear_dims()
@@ -246,21 +246,21 @@ def _layer(tape: _Tape, x: _T, shape: Shape, index: int, attention: str) -> _T:
 
 
 @dataclass
-class _Activations:
+class Activations:
     per_layer: list[int]  # saved bytes of each layer
     layer_peaks: list[int]  # each layer's forward high-water mark: its saved bytes so far + temporaries
     inputs: list[int]  # bytes of each layer's input (what checkpointing keeps)
     other: int  # outside the layers: embedding indices, cos/sin, final norm
     forward_peak: int  # the whole forward's high-water mark without checkpointing
-    final: _T  # the final norm's output (what the loss reads)
+    final: TapeTensor  # the final norm's output (what the loss reads)
 
     @property
     def saved(self) -> int:
         return sum(self.per_layer) + self.other
 
 
-def _activations(shape: Shape, plan: Plan, tokens: int, half: int, autocast: bool, frozen_bytes: int,
-                 attention: str, liger: bool = False) -> _Activations:
+def walk_activations(shape: Shape, plan: Plan, tokens: int, half: int, autocast: bool, frozen_bytes: int,
+                 attention: str, liger: bool = False) -> Activations:
     embed_bytes = 4 if plan.embed else frozen_bytes
     # cos and sin, [tokens, head_dim] each, in the embedding output's dtype
     tape = _Tape(tokens, half, autocast, frozen_bytes, plan, liger, 2 * shape.head_dim * embed_bytes)
@@ -279,6 +279,6 @@ def _activations(shape: Shape, plan: Plan, tokens: int, half: int, autocast: boo
         peaks.append(tape.layer_peak - rope)
     final = tape.rmsnorm(x, "model.norm.weight" in plan.trained, tape.keep(x))
     other = tape.running - sum(per_layer)
-    return _Activations(per_layer, peaks, inputs, other, max(tape.peak, tape.running), final)
+    return Activations(per_layer, peaks, inputs, other, max(tape.peak, tape.running), final)
 
 

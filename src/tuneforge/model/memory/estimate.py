@@ -7,7 +7,7 @@ from typing import Any
 
 from tuneforge.config.schema import MethodConfig
 from tuneforge.model.fused_loss import chunk_rows
-from tuneforge.model.memory.activations import _T, _activations
+from tuneforge.model.memory.activations import Activations, TapeTensor, walk_activations
 from tuneforge.model.memory.constants import (
     ALLOCATOR_SLACK,
     ATTENTION,
@@ -23,7 +23,7 @@ from tuneforge.model.memory.shape import Plan, Shape, plan_method
 # Loss, backward, total
 
 
-def _loss(shape: Shape, plan: Plan, tokens: int, final: _T, fused: bool, frozen_bytes: int, liger: bool
+def _loss(shape: Shape, plan: Plan, tokens: int, final: TapeTensor, fused: bool, frozen_bytes: int, liger: bool
           ) -> tuple[int, int]:
     """(working memory of the loss at its largest, what of it stays until the backward starts)."""
     w = 4 if plan.head_trains(shape) else frozen_bytes
@@ -69,51 +69,22 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
         raise ValueError("tokens must be positive")
     shape = Shape.of(model_config)
     plan = plan_method(shape, method)
-    notes: list[str] = []
-    if shape.model_type not in KNOWN_TYPES:
-        notes.append(f"activations follow a Llama/Qwen2 decoder layer; {shape.model_type or 'this model'} may differ")
-    if plan.dora:
-        notes.append("DoRA's activations are approximate")
-    if plan.extra_trained:
-        notes.append("additional_target modules are counted as parameters, not in the activations")
+    notes = _notes(shape, plan, liger)
     half = dtype_bytes
     # model/load.py: lora and freeze load the base in the half dtype; full keeps fp32 master weights
     frozen_bytes = 4 if plan.kind == "full" else half
     weights = (plan.params - plan.trainable) * frozen_bytes + plan.trainable * 4
     grads = plan.trainable * 4
     optimizer = plan.trainable * optimizer_state_bytes
-
-    if liger:
-        notes.append("Liger's kernels are modelled from their source, not measured")
-        fused_loss = False
-    acts = _activations(shape, plan, tokens, half, autocast, frozen_bytes, attention, liger)
+    fused_loss = fused_loss and not liger
+    acts = walk_activations(shape, plan, tokens, half, autocast, frozen_bytes, attention, liger)
     loss, loss_kept = _loss(shape, plan, tokens, acts.final, fused_loss, frozen_bytes, liger)
     mode = "autocast" if autocast and half < 4 else "plain"
     # the dtype of the MLP's activations: half under autocast, else the base weights' dtype
     act_bytes = half if mode == "autocast" else (4 if plan.kind == "full" else half)
     backward_temp = math.ceil(BACKWARD_FACTOR[mode] * tokens * shape.intermediate * act_bytes)
-    if checkpointing:
-        # non-reentrant checkpointing per decoder layer: each layer keeps only its input; the
-        # backward recomputes one layer at a time (its forward temporaries and saved tensors
-        # exist once more), then runs that layer's backward
-        forward_saved = sum(acts.inputs) + acts.other
-        activation = forward_saved + max(acts.per_layer)
-        busiest = max(max(p, s + backward_temp) for p, s in zip(acts.layer_peaks, acts.per_layer))
-        working = loss_kept + busiest - max(acts.per_layer)
-    else:
-        forward_saved = activation = acts.saved
-        # the forward's high-water mark (inside the last layer) or the first layer's backward
-        working = max(acts.forward_peak - acts.saved, loss_kept + backward_temp)
-    # gradients alive at the start of the backward: all of them for adapters (small, and they
-    # appear layer by layer); for trained base weights, one layer's (the previous layers' have
-    # freed more activations than their gradients take) plus the output head's without the
-    # chunked loss (with it, the head's gradient is part of the loss's memory already)
-    grads_live = grads
-    if plan.kind != "lora":
-        layer_params = shape.layer_params()
-        grads_live = 4 * max(sum(layer_params[n] for n in plan.layer_trained(i)) for i in range(shape.layers))
-        if plan.head_trains(shape) and not (fused_loss or liger):
-            grads_live += shape.vocab * shape.hidden * 4
+    forward_saved, activation, working = _activation_terms(acts, checkpointing, loss_kept, backward_temp)
+    grads_live = _grads_live(shape, plan, grads, fused_loss or liger)
     dynamic = max(forward_saved + loss, activation + working + grads_live, grads)
     overhead = 0
     if device == "cuda":
@@ -125,6 +96,49 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
                           checkpointing=checkpointing, tokens=tokens, notes=notes)
 
 
+def _notes(shape: Shape, plan: Plan, liger: bool) -> list[str]:
+    """What the estimate models only approximately for this model and method."""
+    notes = []
+    if shape.model_type not in KNOWN_TYPES:
+        notes.append(f"activations follow a Llama/Qwen2 decoder layer; {shape.model_type or 'this model'} may differ")
+    if plan.dora:
+        notes.append("DoRA's activations are approximate")
+    if plan.extra_trained:
+        notes.append("additional_target modules are counted as parameters, not in the activations")
+    if liger:
+        notes.append("Liger's kernels are modelled from their source, not measured")
+    return notes
+
+
+def _activation_terms(acts: Activations, checkpointing: bool, loss_kept: int, backward_temp: int
+                      ) -> tuple[int, int, int]:
+    """(saved by the forward, activations at the backward's start, working memory on top of them)."""
+    if checkpointing:
+        # non-reentrant checkpointing per decoder layer: each layer keeps only its input; the
+        # backward recomputes one layer at a time (its forward temporaries and saved tensors
+        # exist once more), then runs that layer's backward
+        forward_saved = sum(acts.inputs) + acts.other
+        activation = forward_saved + max(acts.per_layer)
+        busiest = max(max(p, s + backward_temp) for p, s in zip(acts.layer_peaks, acts.per_layer))
+        return forward_saved, activation, loss_kept + busiest - max(acts.per_layer)
+    # the forward's high-water mark (inside the last layer) or the first layer's backward
+    return acts.saved, acts.saved, max(acts.forward_peak - acts.saved, loss_kept + backward_temp)
+
+
+def _grads_live(shape: Shape, plan: Plan, grads: int, head_in_loss: bool) -> int:
+    """Gradients alive at the start of the backward: all of them for adapters (small, and they
+    appear layer by layer); for trained base weights, one layer's (the previous layers' have freed
+    more activations than their gradients take) plus the output head's, unless the loss computes
+    the head's gradient itself (`head_in_loss`: chunked or Liger loss)."""
+    if plan.kind == "lora":
+        return grads
+    layer_params = shape.layer_params()
+    live = 4 * max(sum(layer_params[n] for n in plan.layer_trained(i)) for i in range(shape.layers))
+    if plan.head_trains(shape) and not head_in_loss:
+        live += shape.vocab * shape.hidden * 4
+    return live
+
+
 def saved_bytes(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int, autocast: bool = True,
                 attention: str = "sdpa") -> int:
     """What autograd saves for one forward without checkpointing, model only (no loss): the number
@@ -132,7 +146,7 @@ def saved_bytes(model_config: Any, method: MethodConfig, *, tokens: int, dtype_b
     shape = Shape.of(model_config)
     plan = plan_method(shape, method)
     frozen_bytes = 4 if plan.kind == "full" else dtype_bytes
-    acts = _activations(shape, plan, tokens, dtype_bytes, autocast, frozen_bytes, attention)
+    acts = walk_activations(shape, plan, tokens, dtype_bytes, autocast, frozen_bytes, attention)
     return acts.saved
 
 
