@@ -192,7 +192,8 @@ def test_logit_scorer_batches_like_single_prompts(tmp_path):
 
     from tuneforge.infer.hf import HFEngine
 
-    engine = HFEngine(config(tmp_path))
+    cfg = config(tmp_path)
+    engine = HFEngine(cfg.model, cfg.data, cfg.generate)
     task = bench.load_task("tinybench_test", tmp_path, n_shot=1)
     prompts = [bench.LogitScorer(engine, 1).prompt(bench.build_messages(s, q, "en"))
                for s in task.subjects for q in s.test[:4]]

@@ -14,7 +14,7 @@ from e2e.helpers import TINY_SFT
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.load import load
 from tuneforge.evaluate import predict
-from tuneforge.infer.engine import Response
+from tuneforge.infer.base import Response
 
 RESULT_KEYS = {"predict_bleu-4", "predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_runtime",
                "predict_samples_per_second", "predict_steps_per_second", "predict_tokens_per_second"}

@@ -283,12 +283,11 @@ class LogitScorer:
     def choose(self, prompts: list[str]) -> list[str]:
         import torch
 
-        tokenizer, model = self.engine.tokenizer, self.engine.model
-        tokenizer.padding_side = "left"  # the last position is every prompt's last token
+        model = self.engine.model
         letters: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            inputs = tokenizer(prompts[start:start + self.batch_size], add_special_tokens=False, return_tensors="pt",
-                               padding=True).to(self.engine.device)
+            # left-padded: the last position is every prompt's last token
+            inputs = self.engine.encode(prompts[start:start + self.batch_size])
             positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
                 try:
@@ -425,7 +424,7 @@ def run_benchmark(cfg: RunConfig, *, scorer: ChoiceScorer | None = None,
 
         if cfg.generate.infer_backend == "vllm" and log:
             log("eval: scores next-token logits with the huggingface backend (infer_backend vllm is for generation)")
-        scorer = LogitScorer(HFEngine(cfg), e.batch_size)
+        scorer = LogitScorer(HFEngine(cfg.model, cfg.data, cfg.generate), e.batch_size)
     model = cfg.model.model_name_or_path + (f" + {', '.join(cfg.model.adapter_name_or_path)}"
                                             if cfg.model.adapter_name_or_path else "")
     result = evaluate_task(task, scorer, e.lang, e.n_shot, model, log)

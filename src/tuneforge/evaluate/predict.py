@@ -162,7 +162,7 @@ def run_prediction(cfg: RunConfig, *, engine: Any = None, log: Log | None = stde
     if engine is None:
         from tuneforge.infer.engine import create_engine
 
-        engine = create_engine(cfg)
+        engine = create_engine(cfg.model, cfg.data, cfg.generate)
     prompts = [engine.prompt_text(s.example.messages, s.example.system, s.example.tools) for s in samples]
 
     started = time.perf_counter()

@@ -1,0 +1,105 @@
+"""The vLLM engine without vLLM: a stand-in `vllm` module records what the engine hands to `LLM`."""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass, field
+
+import pytest
+
+from tuneforge.data.example import Message
+
+BOS = "<|endoftext|>"  # the tiny tokenizer's token, made its BOS below
+
+
+@pytest.fixture
+def bos_tokenizer(monkeypatch):
+    """The tiny tokenizer with a BOS that it adds to text, as Llama 3's, Gemma's and Mistral's do."""
+    from tokenizers.processors import TemplateProcessing
+
+    from tuneforge.model import load as model_load
+
+    real = model_load.load_tokenizer
+
+    def load_tokenizer(cfg):
+        tok = real(cfg)
+        tok.bos_token = BOS
+        tok.backend_tokenizer.post_processor = TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tok.bos_token_id)])
+        return tok
+
+    monkeypatch.setattr(model_load, "load_tokenizer", load_tokenizer)
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str = "stop"
+
+
+@dataclass
+class RequestOutput:
+    prompt_token_ids: list[int]
+    outputs: list[Completion] = field(default_factory=list)
+
+
+class FakeLLM:
+    """Answers "ok"; like vLLM, text prompts are tokenized with special tokens (a BOS added), token
+    prompts are taken as they are."""
+
+    instances: list[FakeLLM] = []
+
+    def __init__(self, model: str, **kwargs):
+        self.model, self.kwargs, self.prompts = model, kwargs, []
+        FakeLLM.instances.append(self)
+
+    def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+        outs = []
+        for prompt in prompts:
+            self.prompts.append(prompt)
+            ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else self.tokenizer(prompt)["input_ids"]
+            outs.append(RequestOutput(list(ids), [Completion(" ok ", [1, 2]) for _ in range(params.n)]))
+        return outs
+
+
+class SamplingParams:
+    def __init__(self, n: int = 1, **kwargs):
+        self.n, self.kwargs = n, kwargs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = FakeLLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    FakeLLM.instances.clear()
+    return FakeLLM.instances
+
+
+def test_vllm_gets_token_ids_with_one_bos(bos_tokenizer, fake_vllm):
+    from tuneforge.config.load import load
+    from tuneforge.infer.engine import create_engine
+
+    cfg = load(base={"model_name_or_path": "tuneforge/tiny", "template": "chatml", "do_train": False,
+                     "infer_backend": "vllm"})[0]
+    engine = create_engine(cfg.model, cfg.data, cfg.generate)
+    assert engine.backend == "vllm"
+    llm = fake_vllm[0]
+    llm.tokenizer = engine.tokenizer
+    bos_id = engine.tokenizer.bos_token_id
+    question = [Message("user", "hi")]
+    text = engine.prompt_text(question)
+    assert text.startswith(BOS)  # the template renders the BOS itself
+
+    [response] = engine.generate(question, n=1)
+    assert response.text == "ok" and response.completion_tokens == 2
+    assert engine.batch_generate([question, [Message("user", "again")]]) == ["ok", "ok"]
+    assert all(isinstance(p, dict) and set(p) == {"prompt_token_ids"} for p in llm.prompts)
+    first = llm.prompts[0]["prompt_token_ids"]
+    assert first == engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    for prompt in llm.prompts:
+        ids = prompt["prompt_token_ids"]
+        assert ids[0] == bos_id and ids.count(bos_id) == 1, ids  # one BOS, not two
+    assert response.prompt_tokens == len(first)
