@@ -355,55 +355,81 @@ def _optimizer(model: PolicyWithValue, args: Any, updates: int) -> tuple[Any, An
     return optimizer, scheduler, params
 
 
+def _steps(args: Any, pref: Any, n_prompts: int) -> tuple[int, int, int]:
+    """(prompts per PPO step, PPO steps, optimizer updates) as LLaMA-Factory sizes a PPO run."""
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * pref.ppo_buffer_size
+    if args.max_steps > 0:
+        total = args.max_steps
+    else:
+        total = max(1, math.ceil(args.num_train_epochs * n_prompts / per_step))
+    mini_batches = per_step // args.per_device_train_batch_size
+    updates = total * pref.ppo_epochs * math.ceil(mini_batches / args.gradient_accumulation_steps)
+    return per_step, total, updates
+
+
+def _prepare_model(ctx: StageContext) -> PolicyWithValue:
+    from tuneforge.train.arguments import checkpointing_on
+
+    model: PolicyWithValue = ctx.model.to(ctx.precision.device)
+    _disable_dropout(model)
+    if checkpointing_on(ctx.args):
+        model.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.policy.enable_input_require_grads()
+    return model
+
+
+def _step(ppo: PPO, chosen: list[list[int]], optimizer: Any, scheduler: Any, params: list[Any]) -> dict[str, float]:
+    """One PPO step on `chosen` prompts: rollouts, rewards, updates; returns what the step logs."""
+    model, mini = ppo.model, ppo.args.per_device_train_batch_size
+    model.eval()  # dropout is off either way; eval() only keeps checkpointing out of generation
+    batch = [ppo.rollout(chosen[i:i + mini]) for i in range(0, len(chosen), mini)]
+    model.train()
+    ppo.assign_rewards(batch)
+    stats = ppo.update(batch, optimizer, scheduler, params)
+    kl = torch.cat([(ro.logprobs - ro.ref_logprobs).sum(1) for ro in batch]).mean().item()
+    ppo.kl.update(kl, len(chosen))
+    scores = torch.cat([ro.scores for ro in batch])
+    return {**stats, "learning_rate": scheduler.get_last_lr()[0], "reward": scores.mean().item(),
+            "reward_std": scores.std(unbiased=False).item(), "kl": kl, "kl_coef": ppo.kl.value,
+            "response_length": torch.cat([ro.mask.sum(1) for ro in batch]).mean().item()}
+
+
+def _save_checkpoint(ctx: StageContext, model: PolicyWithValue, state: Any, step: int) -> None:
+    from tuneforge.train.outputs import checkpoints
+
+    out, limit = Path(ctx.args.output_dir), ctx.args.save_total_limit
+    _save(model, ctx.tokenizer, out / f"checkpoint-{step}")
+    state.save_to_json(str(out / f"checkpoint-{step}" / "trainer_state.json"))
+    for old in checkpoints(out)[:-limit] if limit else []:
+        shutil.rmtree(old)
+
+
 def run(ctx: StageContext) -> StageResult:
     from transformers import TrainerControl, TrainerState, set_seed
 
     from tuneforge.model.reward import load_reward_scorer
-    from tuneforge.train.arguments import checkpointing_on
     from tuneforge.train.callbacks import JsonlLogCallback
-    from tuneforge.train.outputs import checkpoints
 
-    args, pref, out = ctx.args, ctx.cfg.pref, Path(ctx.args.output_dir)
+    args, pref = ctx.args, ctx.cfg.pref
     set_seed(args.seed)
-    model: PolicyWithValue = ctx.model.to(ctx.precision.device)
-    _disable_dropout(model)
-    if checkpointing_on(args):
-        model.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.policy.enable_input_require_grads()
-    ppo = PPO(ctx, load_reward_scorer(ctx.cfg.pref, ctx.cfg.model, ctx.template, ctx.precision, ctx.attention))
-
+    model = _prepare_model(ctx)
+    ppo = PPO(ctx, load_reward_scorer(pref, ctx.cfg.model, ctx.template, ctx.precision, ctx.attention))
     prompts = [list(p) for p in ctx.data.train["prompt_ids"]]
-    mini, per_step = args.per_device_train_batch_size, args.gradient_accumulation_steps * pref.ppo_buffer_size
-    if args.max_steps > 0:
-        total = args.max_steps
-    else:
-        total = max(1, math.ceil(args.num_train_epochs * len(prompts) / (mini * per_step)))
-    updates = total * pref.ppo_epochs * math.ceil(per_step / args.gradient_accumulation_steps)
+    per_step, total, updates = _steps(args, pref, len(prompts))
     optimizer, scheduler, params = _optimizer(model, args, updates)
-
     state, control = TrainerState(max_steps=total, num_train_epochs=args.num_train_epochs), TrainerControl()
     callbacks = [JsonlLogCallback(args.output_dir), _progress()]
     for cb in callbacks:
         cb.on_train_begin(args, state, control)
     log_every = _every(args.logging_steps, total)
     save_every = _every(args.save_steps, total) if getattr(args.save_strategy, "value", None) == "steps" else 0
-    batches = _prompt_batches(prompts, mini * per_step, args.seed)
+    batches = _prompt_batches(prompts, per_step, args.seed)
     started, losses = time.time(), []
     for step in range(1, total + 1):
         chosen, seen = next(batches)
-        model.eval()  # dropout is off either way; eval() only keeps checkpointing out of generation
-        batch = [ppo.rollout(chosen[i:i + mini]) for i in range(0, len(chosen), mini)]
-        model.train()
-        ppo.assign_rewards(batch)
-        stats = ppo.update(batch, optimizer, scheduler, params)
-        kl = torch.cat([(ro.logprobs - ro.ref_logprobs).sum(1) for ro in batch]).mean().item()
-        ppo.kl.update(kl, len(chosen))
-        scores = torch.cat([ro.scores for ro in batch])
-        losses.append(stats["loss"])
+        logs = _step(ppo, chosen, optimizer, scheduler, params)
+        losses.append(logs["loss"])
         state.global_step, state.epoch = step, seen / len(prompts)
-        logs = {**stats, "learning_rate": scheduler.get_last_lr()[0], "reward": scores.mean().item(),
-                "reward_std": scores.std(unbiased=False).item(), "kl": kl, "kl_coef": ppo.kl.value,
-                "response_length": torch.cat([ro.mask.sum(1) for ro in batch]).mean().item()}
         for cb in callbacks:
             cb.on_step_end(args, state, control)
         if step % log_every == 0 or step in (1, total):
@@ -412,13 +438,15 @@ def run(ctx: StageContext) -> StageResult:
             for cb in callbacks:
                 cb.on_log(args, state, control, logs=logs)
         if save_every and step % save_every == 0 and step < total:
-            _save(model, ctx.tokenizer, out / f"checkpoint-{step}")
-            state.save_to_json(str(out / f"checkpoint-{step}" / "trainer_state.json"))
-            for old in checkpoints(out)[:-args.save_total_limit] if args.save_total_limit else []:
-                shutil.rmtree(old)
+            _save_checkpoint(ctx, model, state, step)
     for cb in callbacks:
         cb.on_train_end(args, state, control)
-    runtime = time.time() - started
+    return _finish(ctx, model, state, losses, seen, time.time() - started)
+
+
+def _finish(ctx: StageContext, model: PolicyWithValue, state: Any, losses: list[float], seen: int,
+            runtime: float) -> StageResult:
+    out, total = Path(ctx.args.output_dir), state.global_step
     _save(model, ctx.tokenizer, out)
     state.save_to_json(str(out / "trainer_state.json"))
     rewards = [e["reward"] for e in state.log_history]
