@@ -119,21 +119,6 @@ def test_steps_per_generation_holds_whole_groups():
     assert steps_per_generation(3, 1, 4) == 4
 
 
-def test_prompts_are_our_ids_not_trl_retokenized():
-    from types import SimpleNamespace
-
-    from trl import GRPOTrainer
-
-    from tuneforge.stages.online_common import trainer_class
-
-    calls = []
-    tokenizer = lambda text, add_special_tokens: calls.append(add_special_tokens) or {"input_ids": [7, 8]}  # noqa
-    fake = SimpleNamespace(_tuneforge_prompt_ids={"known": [1, 2, 3]}, _tokenizer=tokenizer)
-    ids, images, fields = trainer_class(GRPOTrainer)._tokenize_prompts(fake, ["known", "other"])
-    assert ids == [[1, 2, 3], [7, 8]] and images is None and fields == {}
-    assert calls == [False]  # unknown text: tokenized without a second BOS
-
-
 @pytest.mark.parametrize("spec, message", [
     ("no_colon", "write module:function"),
     ("tuneforge_no_such_module:f", "importing tuneforge_no_such_module failed"),
