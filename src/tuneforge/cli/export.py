@@ -14,7 +14,7 @@ def run_export(config_path: Path, overrides: list[str]) -> None:
     cfg, notes = load(config_path, ["do_train=false", *overrides])
     for text in notes:
         note(text)
-    result = export_model(cfg, note)
+    result = export_model(cfg)
     shards = len([w for w in result.weight_files if w.startswith("model")])
     note(f"exported {result.dtype} weights ({shards} safetensors file{'s' if shards != 1 else ''}, at most "
          f"{cfg.export.export_size:g} GB each), tokenizer and generation_config (stops at token ids "

@@ -18,6 +18,7 @@ when it renders exactly like our template (it usually also renders tools), ours 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.data.example import Example, Message
@@ -54,25 +55,49 @@ def _jinja_bool(value: bool | None) -> str:
     return "none" if value is None else ("true" if value else "false")
 
 
-def to_jinja(bound: BoundTemplate) -> str:
-    """Write `bound` (a built-in Template joined to a tokenizer) as an equivalent Jinja chat template."""
-    t = bound.template
-    if not isinstance(t, Template):
-        raise TypeError("to_jinja needs a built-in template; 'auto' is the tokenizer's own already")
-    bos, eos = bound.bos, bound.eos
+@dataclass(frozen=True)
+class JinjaParts:
+    """What every piece of the written template needs: the template, bos/eos as literals, whether
+    messages are trimmed, and the two error messages it raises."""
+
+    t: Template
+    bos: str
+    eos: str
+    trim: str  # " | trim" or ""
+    unsupported: str  # Jinja literal: tools are not rendered
+    alternate: str  # Jinja literal: roles must alternate
+
+    @classmethod
+    def of(cls, bound: BoundTemplate) -> JinjaParts:
+        t = bound.template
+        if not isinstance(t, Template):
+            raise TypeError("to_jinja needs a built-in template; 'auto' is the tokenizer's own already")
+        alternate = (f"template '{t.name}': messages must be user and assistant turns in turn "
+                     "(after one optional system message)")
+        return cls(t, bound.bos, bound.eos, " | trim" if t.strip else "", literal(TOOLS_UNSUPPORTED.format(name=t.name)),
+                   literal(alternate))
+
+    @property
+    def qwen3(self) -> bool:
+        return self.t.thinking == "qwen3"
+
+    def expr(self, fmt: str, var: str) -> str:
+        return _expr(fmt, var, self.bos, self.eos)
+
+    def raise_unless(self, condition: str, message: str) -> str:
+        return "{%- if " + condition + " -%}{{- raise_exception(" + message + ") -}}{%- endif -%}"
+
+
+def _header(p: JinjaParts, bound: BoundTemplate) -> list[str]:
+    """The comment, the refusal of tools, and `system` / `loop_messages` (the default system baked in)."""
+    t = p.t
     default_system = bound.default_system if bound.default_system is not None else t.default_system
-    trim = " | trim" if t.strip else ""
-    qwen3 = t.thinking == "qwen3"
-    system_expr = _expr(t.system, "system", bos, eos)
-    unsupported = literal(TOOLS_UNSUPPORTED.format(name=t.name))
-    alternate = literal(f"template '{t.name}': messages must be user and assistant turns in turn "
-                        "(after one optional system message)")
     out = [
         f"{{#- Written by tuneforge from its built-in template '{t.name}'"
         + (f" ({t.notes})" if t.notes else "") + ".\n"
         "    It renders exactly what tuneforge renders for training and generation. Tool definitions and\n"
         "    tool calls are not rendered (tuneforge formats them in Python); requests with them raise. -#}",
-        "{%- if tools -%}{{- raise_exception(" + unsupported + ") -}}{%- endif -%}",
+        p.raise_unless("tools", p.unsupported),
         "{%- if messages and messages[0]['role'] == 'system' -%}",
         "{%- set system = messages[0]['content'] or '' -%}",
         "{%- set loop_messages = messages[1:] -%}",
@@ -81,9 +106,9 @@ def to_jinja(bound: BoundTemplate) -> str:
         "{%- set loop_messages = messages -%}",
         "{%- endif -%}",
     ]
-    if trim:
+    if p.trim:
         out.append("{%- set system = system | trim -%}")
-    if qwen3:
+    if p.qwen3:
         out += [
             f"{{%- set thinking = enable_thinking if enable_thinking is defined else {_jinja_bool(bound.enable_thinking)} -%}}",
             "{%- set ns = namespace(last_query=-1) -%}",
@@ -91,16 +116,17 @@ def to_jinja(bound: BoundTemplate) -> str:
             "{%- if message['role'] == 'user' -%}{%- set ns.last_query = loop.index0 -%}{%- endif -%}",
             "{%- endfor -%}",
         ]
-    out += [
-        "{%- for message in loop_messages -%}",
-        "{%- if message.tool_calls is defined and message.tool_calls -%}{{- raise_exception(" + unsupported
-        + ") -}}{%- endif -%}",
-        f"{{%- set content = (message['content'] or ''){trim} -%}}",
-        "{%- if loop.index0 % 2 == 0 -%}",
-        "{%- if message['role'] not in ['user', 'tool'] -%}{{- raise_exception(" + alternate + ") -}}{%- endif -%}",
-    ]
+    return out
+
+
+def _user_turn(p: JinjaParts) -> list[str]:
+    """An even turn (user or tool): the first one opens with the prefix and the system; a last one
+    adds the generation prompt."""
+    t = p.t
+    out = [p.raise_unless("message['role'] not in ['user', 'tool']", p.alternate)]
     # the first turn: prefix, then the system block (block/lead) or the system merged into the message
-    lead = _expr(t.prefix.replace("{content}", ""), "", bos, eos)
+    lead = p.expr(t.prefix.replace("{content}", ""), "")
+    system_expr = p.expr(t.system, "system")
     out.append("{%- if loop.first -%}")
     if _emit(lead):
         out.append(_emit(lead))
@@ -110,53 +136,75 @@ def to_jinja(bound: BoundTemplate) -> str:
     else:  # merge
         out.append(f"{{%- if system -%}}{{%- set content = {system_expr} + content -%}}{{%- endif -%}}")
     out.append("{%- endif -%}")
-    user_expr = _expr(t.user, "content", bos, eos)
+    user_expr = p.expr(t.user, "content")
     if t.observation is not None:
-        obs_expr = _expr(t.observation, "content", bos, eos)
-        out.append(f"{{%- if message['role'] == 'tool' -%}}{_emit(obs_expr)}"
+        out.append(f"{{%- if message['role'] == 'tool' -%}}{_emit(p.expr(t.observation, 'content'))}"
                    f"{{%- else -%}}{_emit(user_expr)}{{%- endif -%}}")
     else:
         out.append(_emit(user_expr))
     # A conversation that ends with a user turn renders the assistant header (our user formats end
     # with it); add_generation_prompt adds only what the template puts after the header.
-    if t.generation_prefix or qwen3:
+    if t.generation_prefix or p.qwen3:
         out.append("{%- if loop.last and add_generation_prompt -%}")
         if t.generation_prefix:
             out.append(_emit(literal(t.generation_prefix)))
-        if qwen3:
+        if p.qwen3:
             out.append(f"{{%- if thinking == false -%}}{_emit(literal(EMPTY_THOUGHT))}{{%- endif -%}}")
         out.append("{%- endif -%}")
-    out.append("{%- else -%}")
-    out.append("{%- if message['role'] != 'assistant' -%}{{- raise_exception(" + alternate + ") -}}{%- endif -%}")
-    if qwen3:
-        # Qwen3: reasoning is shown only after the last user query; the final answer always carries
-        # a (possibly empty) <think> block, which enable_thinking=false puts in the prompt.
-        out += [
-            "{%- set lead_text = content.lstrip() -%}",
-            "{%- if lead_text.startswith('<think>') and '</think>' in lead_text -%}",
-            "{%- set parts = lead_text[7:].split('</think>', 1) -%}",
-            "{%- set has_thought = true -%}",
-            "{%- set thought = parts[0].strip('\\n') -%}",
-            "{%- set rest = parts[1].lstrip() -%}",
-            "{%- else -%}",
-            "{%- set has_thought = false -%}",
-            "{%- set thought = '' -%}",
-            "{%- set rest = content -%}",
-            "{%- endif -%}",
-            "{%- if loop.index0 > ns.last_query and (loop.last or thought) -%}",
-            "{%- if not has_thought and thinking == false -%}",
-            _emit(literal(EMPTY_THOUGHT)),
-            "{%- set content = rest -%}",
-            "{%- else -%}",
-            "{%- set content = '<think>\\n' + thought + '\\n</think>\\n\\n' + rest.lstrip('\\n') -%}",
-            "{%- endif -%}",
-            "{%- else -%}",
-            "{%- set content = rest -%}",
-            "{%- endif -%}",
-        ]
-    out.append(_emit(_expr(t.assistant + t.suffix.replace("{content}", ""), "content", bos, eos)))
-    out.append("{%- endif -%}")
-    out.append("{%- endfor -%}")
+    return out
+
+
+# Qwen3: reasoning is shown only after the last user query; the final answer always carries a
+# (possibly empty) <think> block, which enable_thinking=false puts in the prompt.
+QWEN3_THOUGHT = [
+    "{%- set lead_text = content.lstrip() -%}",
+    "{%- if lead_text.startswith('<think>') and '</think>' in lead_text -%}",
+    "{%- set parts = lead_text[7:].split('</think>', 1) -%}",
+    "{%- set has_thought = true -%}",
+    "{%- set thought = parts[0].strip('\\n') -%}",
+    "{%- set rest = parts[1].lstrip() -%}",
+    "{%- else -%}",
+    "{%- set has_thought = false -%}",
+    "{%- set thought = '' -%}",
+    "{%- set rest = content -%}",
+    "{%- endif -%}",
+    "{%- if loop.index0 > ns.last_query and (loop.last or thought) -%}",
+    "{%- if not has_thought and thinking == false -%}",
+    _emit(literal(EMPTY_THOUGHT)),
+    "{%- set content = rest -%}",
+    "{%- else -%}",
+    "{%- set content = '<think>\\n' + thought + '\\n</think>\\n\\n' + rest.lstrip('\\n') -%}",
+    "{%- endif -%}",
+    "{%- else -%}",
+    "{%- set content = rest -%}",
+    "{%- endif -%}",
+]
+
+
+def _assistant_turn(p: JinjaParts) -> list[str]:
+    """An odd turn: the assistant's answer (Qwen3's thought handled), then the template's suffix."""
+    out = [p.raise_unless("message['role'] != 'assistant'", p.alternate)]
+    if p.qwen3:
+        out += QWEN3_THOUGHT
+    out.append(_emit(p.expr(p.t.assistant + p.t.suffix.replace("{content}", ""), "content")))
+    return out
+
+
+def to_jinja(bound: BoundTemplate) -> str:
+    """Write `bound` (a built-in Template joined to a tokenizer) as an equivalent Jinja chat template."""
+    p = JinjaParts.of(bound)
+    out = _header(p, bound)
+    out += [
+        "{%- for message in loop_messages -%}",
+        p.raise_unless("message.tool_calls is defined and message.tool_calls", p.unsupported),
+        f"{{%- set content = (message['content'] or ''){p.trim} -%}}",
+        "{%- if loop.index0 % 2 == 0 -%}",
+        *_user_turn(p),
+        "{%- else -%}",
+        *_assistant_turn(p),
+        "{%- endif -%}",
+        "{%- endfor -%}",
+    ]
     return "\n".join(out) + "\n"
 
 

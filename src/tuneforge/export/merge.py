@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
+from tuneforge.export.files import readable_weights, remove_weights
+from tuneforge.log import note
 
 DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "fp16": "float16", "bf16": "bfloat16",
           "fp32": "float32", "half": "float16", "float": "float32"}
-# Files an earlier export may have left that the new one would not overwrite.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-WEIGHT_PATTERNS = ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
 # A template kept from an earlier export must not outlive it (template: auto may save none).
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
@@ -125,30 +123,6 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
     return ExportPlan(out, base_path, adapters, dtype, device, e.export_quantization_bit)
 
 
-def remove_weights(export_dir: Path, also: tuple[str, ...] = ()) -> list[str]:
-    """Delete the weight files (and the files named in `also`) of an earlier export; return their names."""
-    removed = []
-    candidates = [export_dir / name for name in (*WEIGHT_FILES, *also)]
-    for pattern in WEIGHT_PATTERNS:
-        candidates += sorted(export_dir.glob(pattern))
-    for path in candidates:
-        if path.is_file():
-            path.unlink()
-            removed.append(path.name)
-    return removed
-
-
-def readable_weights(export_dir: Path) -> None:
-    """safetensors writes its files owner-only (0600); give them the usual umask permissions like
-    every other file here, so a server running as another user (a vLLM container) can read them."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in export_dir.glob("*.safetensors"):
-        os.chmod(path, 0o666 & ~mask)
-
-
 def generation_stop_ids(stop_ids: list[int], existing: Any) -> list[int]:
     """The template's stop ids first, then any eos the base model's generation_config already had."""
     ids = list(stop_ids)
@@ -157,26 +131,25 @@ def generation_stop_ids(stop_ids: list[int], existing: Any) -> list[int]:
     return ids
 
 
-def save_tokenizer(tokenizer: Any, bound: Any, export_dir: Path,
-                   chosen: tuple[str | None, str] | None = None) -> tuple[str, list[str]]:
+def save_tokenizer(tokenizer: Any, bound: Any, export_dir: Path, chosen: tuple[str | None, str] | None = None) -> str:
     """Save the tokenizer with a chat template that renders like `bound` (`chosen`: a result of
-    choose_chat_template), eos set to the template's first stop word. Returns (which chat template, notes)."""
+    choose_chat_template), eos set to the template's first stop word. Returns which chat template."""
     from tuneforge.export.chat_template import choose_chat_template, stop_settings
 
-    notes = []
     chat_template, which = chosen or choose_chat_template(bound)
     stops = stop_settings(bound)
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     if stops["eos_token"] and stops["eos_token"] != tokenizer.eos_token:
-        notes.append(f"tokenizer eos_token {tokenizer.eos_token!r} -> {stops['eos_token']!r} (template "
-                     f"'{bound.name}' ends answers with it)")
+        note(f"tokenizer eos_token {tokenizer.eos_token!r} -> {stops['eos_token']!r} (template "
+             f"'{bound.name}' ends answers with it)")
         tokenizer.eos_token = stops["eos_token"]
     tokenizer.save_pretrained(export_dir)
-    return which, notes
+    return which
 
 
-def export_model(cfg: RunConfig, note: Callable[[str], None] = lambda text: None) -> ExportResult:
+def export_model(cfg: RunConfig) -> ExportResult:
+    """Merge, save and (optionally) quantize as `plan_export` checked; says each step through `tuneforge.log`."""
     import torch
 
     from tuneforge.data.templates import template_for
@@ -222,14 +195,12 @@ def export_model(cfg: RunConfig, note: Callable[[str], None] = lambda text: None
     with torch.no_grad():
         model.save_pretrained(out, max_shard_size=shard_bytes)
     readable_weights(out)
-    which, notes = save_tokenizer(tokenizer, bound, out, chosen)
-    for text in notes:
-        note(text)
+    which = save_tokenizer(tokenizer, bound, out, chosen)
     note(f"chat template: {which}")
     del model
     if plan.quantization_bit is not None:
         from tuneforge.export.quantize import quantize_export
 
-        quantize_export(out, plan.quantization_bit, plan.dtype, shard_bytes, note)
+        quantize_export(out, plan.quantization_bit, plan.dtype, shard_bytes)
     weights = sorted(p.name for p in out.glob("*.safetensors"))
     return ExportResult(out, dtype_name, weights, which, eos)

@@ -10,9 +10,11 @@ weights load. Not tested in CI (no GPU there); GPTQ/AWQ/GGUF exports are not off
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tuneforge.config.errors import ConfigError
+from tuneforge.export.files import readable_weights, remove_weights
+from tuneforge.log import note
 
 BITS = (4, 8)
 
@@ -33,8 +35,7 @@ def check_quantization(bit: int) -> None:
                           "none is visible here")
 
 
-def quantize_export(export_dir: Path, bit: int, dtype: Any, max_shard_size: int,
-                    note: Callable[[str], None]) -> None:
+def quantize_export(export_dir: Path, bit: int, dtype: Any, max_shard_size: int) -> None:
     """Reload the merged model from export_dir in `bit` bits and save it over the full-precision files."""
     import shutil
     import tempfile
@@ -51,8 +52,6 @@ def quantize_export(export_dir: Path, bit: int, dtype: Any, max_shard_size: int,
     # save next to the export, then swap the weights in, so a failure leaves the unquantized export
     with tempfile.TemporaryDirectory(dir=export_dir.parent, prefix=f".{export_dir.name}-q") as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        from tuneforge.export.merge import readable_weights, remove_weights
-
         remove_weights(export_dir)
         for path in Path(tmp).iterdir():
             if path.name != "generation_config.json":  # keep the one with the template's stop tokens
