@@ -119,3 +119,20 @@ def causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any =
     if hasattr(normalizer, "to"):
         normalizer = normalizer.to(hidden.device)
     return linear_cross_entropy(rows, model.get_output_embeddings().weight, targets, normalizer)
+
+
+def answer_logprob_sums(model: Any, input_ids: Any, attention_mask: Any, answer_mask: Any) -> tuple[Any, Any]:
+    """Per row: (sum of log p(token) over the answer tokens, how many there are), without full logits.
+
+    The preference losses that score an answer by its mean log-probability (ORPO, SimPO) use this;
+    each row is one chunked call, so the gradients flow exactly as for the training loss."""
+    import torch
+
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
+    keep = answer_mask[:, 1:].bool()
+    targets = input_ids[:, 1:]
+    weight = model.get_output_embeddings().weight
+    one = torch.ones((), device=hidden.device)
+    sums = torch.stack([-linear_cross_entropy(hidden[i][keep[i]], weight, targets[i][keep[i]], one)
+                        for i in range(hidden.shape[0])])
+    return sums, keep.sum(dim=1)
