@@ -79,10 +79,12 @@ def config(tmp_path: Path, **keys):
     return cfg
 
 
-def test_accuracy_per_subject_category_and_average(tmp_path, task_dir):
+def test_accuracy_per_subject_category_and_average(tmp_path, task_dir, caplog):
     cfg = config(tmp_path, task="quiz_test", task_dir=str(task_dir), n_shot=2, save_dir=str(tmp_path / "res"))
     scorer = FakeScorer()
-    result, json_path, log_path = bench.run_benchmark(cfg, scorer=scorer, log=None)
+    with caplog.at_level("INFO", logger="tuneforge"):
+        result, json_path, log_path = bench.run_benchmark(cfg, scorer=scorer)
+    assert "eval: algebra: 62.50 (5/8)" in caplog.messages
     assert len(scorer.prompts) == 20
     data = json.loads(json_path.read_text())
     # algebra 5/8 = 62.5, physics 3/4 = 75, history 8/8 = 100

@@ -55,9 +55,11 @@ def mini_config(tmp_path: Path, **keys):
     return load(base={k: v for k, v in base.items() if v is not None})[0]
 
 
-def test_samples_batches_files_and_scores(tmp_path):
+def test_samples_batches_files_and_scores(tmp_path, caplog):
     engine = FakeEngine()
-    result = predict.run_prediction(mini_config(tmp_path), engine=engine, log=None)
+    with caplog.at_level("INFO", logger="tuneforge"):
+        result = predict.run_prediction(mini_config(tmp_path), engine=engine)
+    assert "predict: 3 samples (mini: 3), batch size 2" in caplog.messages
     # grouped by system prompt, in dataset order within a group, batch size from per_device_eval_batch_size
     assert engine.calls == [("S1", ["q1", "q3"], 2), ("S2", ["q2"], 2)]
     lines = (tmp_path / "out" / "generated_predictions.jsonl").read_text().splitlines()
@@ -79,11 +81,11 @@ def test_samples_batches_files_and_scores(tmp_path):
 
 def test_train_command_switches(tmp_path):
     with pytest.raises(ConfigError, match="nothing to do"):
-        predict.maybe_predict(mini_config(tmp_path), log=None)
+        predict.maybe_predict(mini_config(tmp_path))
     with pytest.raises(ConfigError, match="predict_with_generate"):
-        predict.maybe_predict(mini_config(tmp_path, do_predict=True), log=None)
+        predict.maybe_predict(mini_config(tmp_path, do_predict=True))
     trained = mini_config(tmp_path, do_train=True, dataset="mini")
-    predict.maybe_predict(trained, log=None)  # do_predict off: training only, nothing predicted
+    predict.maybe_predict(trained)  # do_predict off: training only, nothing predicted
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="'eval_dataset'"):
         predict.check_predict(mini_config(tmp_path, do_train=True, dataset="mini", eval_dataset=None))
@@ -96,16 +98,16 @@ def test_train_command_switches(tmp_path):
 def test_model_after_training(tmp_path):
     out = str(tmp_path / "out")
     lora = predict.model_after_training(mini_config(tmp_path, do_train=True, dataset="mini"))
-    assert lora.model.adapter_name_or_path == [out]
+    assert lora.adapter_name_or_path == [out]
     old = [str(tmp_path / "a1"), str(tmp_path / "a2")]
     cont = predict.model_after_training(mini_config(tmp_path, do_train=True, dataset="mini",
                                                     adapter_name_or_path=",".join(old)))
-    assert cont.model.adapter_name_or_path == [old[0], out]  # training continued a2; out holds it now
+    assert cont.adapter_name_or_path == [old[0], out]  # training continued a2; out holds it now
     new = predict.model_after_training(mini_config(tmp_path, do_train=True, dataset="mini", create_new_adapter=True,
                                                    adapter_name_or_path=",".join(old)))
-    assert new.model.adapter_name_or_path == old + [out]
+    assert new.adapter_name_or_path == old + [out]
     full = predict.model_after_training(mini_config(tmp_path, do_train=True, dataset="mini", finetuning_type="full"))
-    assert full.model.model_name_or_path == out and full.model.adapter_name_or_path is None
+    assert full.model_name_or_path == out and full.adapter_name_or_path is None
 
 
 def test_cli_error_is_one_line(tmp_path):
@@ -143,7 +145,7 @@ def test_trained_model_scores_higher_than_untrained(tmp_path, trained):
     # trained, the way `tuneforge train` calls it after training (do_train + do_predict): output_dir's adapter
     after_keys = {**TINY_SFT, **PREDICT_KEYS, "finetuning_type": "lora", "output_dir": str(trained),
                   "do_predict": True, "predict_with_generate": True}
-    predict.maybe_predict(load(base=after_keys)[0], log=None)
+    predict.maybe_predict(load(base=after_keys)[0])
     tuned = json.loads((trained / "predict_results.json").read_text())
     assert set(tuned) == RESULT_KEYS
     rows = [json.loads(line) for line in (trained / "generated_predictions.jsonl").read_text().splitlines()]
@@ -161,7 +163,7 @@ def test_trained_model_scores_higher_than_untrained(tmp_path, trained):
     (out / "keep.txt").write_text("mine")
     lf_keys = {**PREDICT_KEYS, "do_train": False, "do_predict": True, "predict_with_generate": True,
                "adapter_name_or_path": str(trained), "output_dir": str(out), "max_samples": 8}
-    predict.maybe_predict(load(base=lf_keys)[0], log=None)
+    predict.maybe_predict(load(base=lf_keys)[0])
     assert sorted(p.name for p in out.iterdir()) == ["generated_predictions.jsonl", "keep.txt", "predict_results.json"]
     again = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text().splitlines()]
     assert again == rows[:8]  # greedy decoding of the same adapter: the same answers by either path

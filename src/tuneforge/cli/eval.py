@@ -19,5 +19,5 @@ def run_eval(config_path: Path, overrides: list[str]) -> None:
     cfg, notes = load(config_path, ["do_train=false", *overrides])
     for text in notes:
         note(text)
-    result, _, _ = run_benchmark(cfg, log=note)
+    result, _, _ = run_benchmark(cfg)
     print(result.table(), end="")

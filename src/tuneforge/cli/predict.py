@@ -18,4 +18,4 @@ def run_predict(config_path: Path, overrides: list[str]) -> None:
     cfg, notes = load(config_path, ["do_train=false", *overrides])
     for text in notes:
         note(text)
-    run_prediction(cfg, log=note)
+    run_prediction(cfg)

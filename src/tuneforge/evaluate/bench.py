@@ -36,16 +36,16 @@ Results go to `save_dir/results.json` and `save_dir/results.log`.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneforge.evaluate import Log, stderr_note
 from tuneforge.config.errors import ConfigError, DataError
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.example import Message
+from tuneforge.data.readers import read_file
+from tuneforge.log import note
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 CHOICES = ("A", "B", "C", "D")
@@ -154,47 +154,40 @@ def _split_file(folder: Path, subject: str, split: str) -> Path | None:
     return None
 
 
+def _keys(row: dict[Any, Any]) -> dict[str, Any]:
+    """Column names matched without regard to case, spaces or a byte-order mark."""
+    return {str(k).lstrip("\ufeff").strip().lower(): v for k, v in row.items()}
+
+
 def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(where, row with lower-cased keys) for every record of a CSV / JSON / JSONL split file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError("not UTF-8 text", source=str(path)) from None
+    """(where, row with lower-cased keys) for every record of a CSV / JSON / JSONL split file, read
+    by `tuneforge.data.readers` (the dataset reader: line numbers in its errors)."""
+    records = list(read_file(path))
     if path.suffix == ".csv":
-        table = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
-        if not table:
-            return []
-        header = [cell.strip().lower() for cell in table[0]]
-        if all(col.lower() in header for col in COLUMNS):
-            return [(f"row {n}", dict(zip(header, row))) for n, row in enumerate(table[1:], start=2)]
-        if len(table[0]) == 6:  # MMLU's files: no header, six columns
-            return [(f"row {n}", dict(zip((c.lower() for c in COLUMNS), row))) for n, row in enumerate(table, start=1)]
-        raise DataError("needs a header row with question, A, B, C, D, answer (or MMLU's six unnamed columns); "
-                        f"the first row is {','.join(table[0])[:120]!r}", source=str(path))
-    if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"line {n}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc.msg})", source=str(path), record=f"line {n}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                            source=str(path)) from None
-        if not isinstance(data, list):
-            raise DataError("expected a list of question objects", source=str(path))
-        records = [(f"record {n}", row) for n, row in enumerate(data)]
+        header = _keys(records[0][1]) if records else {}
+        if not records or not all(col.lower() in header for col in COLUMNS):
+            return _headerless_csv(path)
+        filled = [(where, row) for where, row in records if any(str(v).strip() for v in row.values() if v is not None)]
+        return [(where.replace("line", "row", 1), _keys(row)) for where, row in filled]
     out = []
     for where, row in records:
         if not isinstance(row, dict):
             raise DataError(f"expected an object with {', '.join(COLUMNS)}", source=str(path), record=where)
-        out.append((where, {str(k).strip().lower(): v for k, v in row.items()}))
+        out.append((where, _keys(row)))
     return out
+
+
+def _headerless_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """MMLU's CSV files: no header row, six columns (question, A, B, C, D, answer). data.readers reads
+    CSV by its header row only, so these rows are taken here."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        table = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    if not table or all(col.lower() in [cell.strip().lower() for cell in table[0]] for col in COLUMNS):
+        return []  # empty, or a header row and nothing under it
+    if len(table[0]) == 6:
+        return [(f"row {n}", dict(zip((c.lower() for c in COLUMNS), row))) for n, row in enumerate(table, start=1)]
+    raise DataError("needs a header row with question, A, B, C, D, answer (or MMLU's six unnamed columns); "
+                    f"the first row is {','.join(table[0])[:120]!r}", source=str(path))
 
 
 def read_questions(path: Path) -> list[Question]:
@@ -393,8 +386,7 @@ def write_results(result: BenchResult, save_dir: Path) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------------------------------- the run
-def evaluate_task(task: Task, scorer: ChoiceScorer, lang: str, n_shot: int, model: str = "",
-                  log: Log | None = None) -> BenchResult:
+def evaluate_task(task: Task, scorer: ChoiceScorer, lang: str, n_shot: int, model: str = "") -> BenchResult:
     results = []
     for subject in task.subjects:
         prompts = [scorer.prompt(build_messages(subject, q, lang)) for q in subject.test]
@@ -402,13 +394,11 @@ def evaluate_task(task: Task, scorer: ChoiceScorer, lang: str, n_shot: int, mode
         result = SubjectResult(subject.key, subject.name, subject.category, list(predictions),
                                [q.answer for q in subject.test])
         results.append(result)
-        if log:
-            log(f"eval: {subject.key}: {result.accuracy:.2f} ({result.correct}/{result.total})")
+        note(f"eval: {subject.key}: {result.accuracy:.2f} ({result.correct}/{result.total})")
     return BenchResult(task.title, n_shot, lang, model, results)
 
 
-def run_benchmark(cfg: RunConfig, *, scorer: ChoiceScorer | None = None,
-                  log: Log | None = stderr_note) -> tuple[BenchResult, Path, Path]:
+def run_benchmark(cfg: RunConfig, *, scorer: ChoiceScorer | None = None) -> tuple[BenchResult, Path, Path]:
     """Check save_dir and every task file, load the model (unless `scorer` is given), score, write results."""
     e, where = cfg.eval, cfg.source or "config"
     if not e.task:
@@ -416,19 +406,17 @@ def run_benchmark(cfg: RunConfig, *, scorer: ChoiceScorer | None = None,
                           "ceval_validation, or the built-in tinybench_test)")
     save_dir = check_save_dir(e.save_dir, where)
     task = load_task(e.task, e.task_dir, e.n_shot)
-    if log:
-        log(f"eval: {task.title} from {task.folder}: {len(task.subjects)} subjects, "
-            f"{sum(len(s.test) for s in task.subjects)} questions, {e.n_shot}-shot, lang {e.lang}")
+    note(f"eval: {task.title} from {task.folder}: {len(task.subjects)} subjects, "
+         f"{sum(len(s.test) for s in task.subjects)} questions, {e.n_shot}-shot, lang {e.lang}")
     if scorer is None:
         from tuneforge.infer.hf import HFEngine
 
-        if cfg.generate.infer_backend == "vllm" and log:
-            log("eval: scores next-token logits with the huggingface backend (infer_backend vllm is for generation)")
+        if cfg.generate.infer_backend == "vllm":
+            note("eval: scores next-token logits with the huggingface backend (infer_backend vllm is for generation)")
         scorer = LogitScorer(HFEngine(cfg.model, cfg.data, cfg.generate), e.batch_size)
     model = cfg.model.model_name_or_path + (f" + {', '.join(cfg.model.adapter_name_or_path)}"
                                             if cfg.model.adapter_name_or_path else "")
-    result = evaluate_task(task, scorer, e.lang, e.n_shot, model, log)
+    result = evaluate_task(task, scorer, e.lang, e.n_shot, model)
     json_path, log_path = write_results(result, save_dir)
-    if log:
-        log(f"eval: average {result.scores()['Average']:.2f}; wrote {json_path} and {log_path}")
+    note(f"eval: average {result.scores()['Average']:.2f}; wrote {json_path} and {log_path}")
     return result, json_path, log_path

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.evaluate import Log, stderr_note
 from tuneforge.config.errors import ConfigError, DataError
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import ModelConfig, RunConfig
 from tuneforge.data.example import TRAINED_ROLES, Example
+from tuneforge.infer.base import Engine
+from tuneforge.log import note
 
 PREDICTIONS_FILE = "generated_predictions.jsonl"
 RESULTS_FILE = "predict_results.json"
@@ -101,22 +102,19 @@ def load_samples(cfg: RunConfig) -> tuple[list[Sample], dict[str, int]]:
 
 
 # ---------------------------------------------------------------------------------------- the run
-def model_after_training(cfg: RunConfig) -> RunConfig:
-    """The config that loads what `train` just saved to output_dir: the new LoRA adapter on top of
-    the base (earlier adapters kept), or the saved full/freeze model."""
+def model_after_training(cfg: RunConfig) -> ModelConfig:
+    """The model section that loads what `train` just saved to output_dir: the new LoRA adapter on
+    top of the base (earlier adapters kept), or the saved full/freeze model."""
     out = str(cfg.train.output_dir)
     if cfg.method.finetuning_type == "lora":
         adapters = list(cfg.model.adapter_name_or_path or [])
         if adapters and not cfg.method.create_new_adapter:
             adapters = adapters[:-1]  # training continued the last adapter; output_dir holds its new version
-        model = cfg.model.model_copy(update={"adapter_name_or_path": adapters + [out]})
-    else:
-        model = cfg.model.model_copy(update={"model_name_or_path": out, "adapter_name_or_path": None})
-    return cfg.model_copy(update={"model": model})
+        return cfg.model.model_copy(update={"adapter_name_or_path": adapters + [out]})
+    return cfg.model.model_copy(update={"model_name_or_path": out, "adapter_name_or_path": None})
 
 
-def generate_answers(engine: Any, samples: list[Sample], batch_size: int,
-                     log: Log | None = None) -> tuple[list[str], int]:
+def generate_answers(engine: Any, samples: list[Sample], batch_size: int) -> tuple[list[str], int]:
     """Answers in sample order, and the number of generate steps. Samples that share a system prompt
     are batched together; samples with tools go one at a time (batch_generate takes no tools)."""
     answers: list[str | None] = [None] * len(samples)
@@ -137,8 +135,8 @@ def generate_answers(engine: Any, samples: list[Sample], batch_size: int,
                 answers[i] = text
             steps += math.ceil(len(part) / batch_size)
             done += len(part)
-            if log and time.perf_counter() - last_report > 10 and done < len(samples):
-                log(f"predict: {done}/{len(samples)} samples")
+            if time.perf_counter() - last_report > 10 and done < len(samples):
+                note(f"predict: {done}/{len(samples)} samples")
                 last_report = time.perf_counter()
     for i in singles:
         example = samples[i].example
@@ -147,26 +145,25 @@ def generate_answers(engine: Any, samples: list[Sample], batch_size: int,
     return [a or "" for a in answers], steps
 
 
-def run_prediction(cfg: RunConfig, *, engine: Any = None, log: Log | None = stderr_note) -> PredictResult:
+def run_prediction(cfg: RunConfig, *, engine: Engine | None = None, model: ModelConfig | None = None) -> PredictResult:
     """Generate for every eval sample, score, write the two files. `engine` (an `infer` engine) is
-    created from cfg unless given."""
+    created unless given, for `model` (default: cfg.model) with cfg's template and generation keys."""
     from tuneforge.evaluate.metrics import similarity_scores
     from tuneforge.train.outputs import write_atomic
 
     out = check_predict(cfg)
     samples, counts = load_samples(cfg)
     batch_size = cfg.train.per_device_eval_batch_size
-    if log:
-        log(f"predict: {len(samples)} samples ({', '.join(f'{k}: {v}' for k, v in counts.items())}), "
-            f"batch size {batch_size}")
+    note(f"predict: {len(samples)} samples ({', '.join(f'{k}: {v}' for k, v in counts.items())}), "
+         f"batch size {batch_size}")
     if engine is None:
         from tuneforge.infer.engine import create_engine
 
-        engine = create_engine(cfg.model, cfg.data, cfg.generate)
+        engine = create_engine(model or cfg.model, cfg.data, cfg.generate)
     prompts = [engine.prompt_text(s.example.messages, s.example.system, s.example.tools) for s in samples]
 
     started = time.perf_counter()
-    answers, steps = generate_answers(engine, samples, batch_size, log)
+    answers, steps = generate_answers(engine, samples, batch_size)
     runtime = max(time.perf_counter() - started, 1e-9)
 
     labels = [s.label for s in samples]
@@ -187,14 +184,13 @@ def run_prediction(cfg: RunConfig, *, engine: Any = None, log: Log | None = stde
     predictions_path, results_path = out / PREDICTIONS_FILE, out / RESULTS_FILE
     write_atomic(predictions_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     write_atomic(results_path, json.dumps(metrics, indent=2) + "\n")
-    if log:
-        log(f"predict: bleu-4 {scores['bleu-4']:.2f}, rouge-1 {scores['rouge-1']:.2f}, "
-            f"rouge-2 {scores['rouge-2']:.2f}, rouge-l {scores['rouge-l']:.2f} on {len(samples)} samples in "
-            f"{runtime:.1f}s ({tokens / runtime:.1f} tokens/s); wrote {predictions_path} and {results_path}")
+    note(f"predict: bleu-4 {scores['bleu-4']:.2f}, rouge-1 {scores['rouge-1']:.2f}, "
+         f"rouge-2 {scores['rouge-2']:.2f}, rouge-l {scores['rouge-l']:.2f} on {len(samples)} samples in "
+         f"{runtime:.1f}s ({tokens / runtime:.1f} tokens/s); wrote {predictions_path} and {results_path}")
     return PredictResult(metrics, predictions_path, results_path, rows)
 
 
-def maybe_predict(cfg: RunConfig, *, log: Log | None = stderr_note) -> None:
+def maybe_predict(cfg: RunConfig) -> None:
     """The `train` command's prediction step, LLaMA-Factory style.
 
     - do_train false: predict with the configured model (base + adapter_name_or_path); needs
@@ -214,4 +210,4 @@ def maybe_predict(cfg: RunConfig, *, log: Log | None = stderr_note) -> None:
     if not t.predict_with_generate:
         raise ConfigError(f"{where}: do_predict needs predict_with_generate: true (tuneforge predicts by "
                           "generating answers and scoring BLEU/ROUGE)")
-    run_prediction(model_after_training(cfg) if t.do_train else cfg, log=log)
+    run_prediction(cfg, model=model_after_training(cfg) if t.do_train else None)
