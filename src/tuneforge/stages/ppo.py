@@ -324,7 +324,7 @@ def _save(model: PolicyWithValue, tokenizer: Any, folder: Path) -> None:
 
 
 def _write_results(folder: Path, metrics: dict[str, Any]) -> None:
-    from tuneforge.train.outputs import write_atomic
+    from tuneforge.atomic import write_atomic
 
     for name in ("train_results.json", "all_results.json"):
         write_atomic(folder / name, json.dumps(metrics, indent=4, sort_keys=True) + "\n")

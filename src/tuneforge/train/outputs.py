@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tuneforge.atomic import write_atomic
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 
@@ -43,12 +43,6 @@ def check_output_dir(cfg: RunConfig) -> str | None:
         raise ConfigError(f"output_dir '{out}' is not empty; set overwrite_output_dir: true to write over it, or "
                           "resume_from_checkpoint: true to continue")
     return None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_run_config(cfg: RunConfig, output_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:

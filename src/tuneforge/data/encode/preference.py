@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.data.encode.supervised import _cut_prompt
+from tuneforge.data.encode.supervised import cut_prompt
 from tuneforge.data.encode.tokenize import tokenize_turns
 from tuneforge.data.example import Example
 from tuneforge.data.templates import BoundTemplate
@@ -41,7 +41,7 @@ def _fit(prompt: list[int], answers: list[list[int]], cutoff: int) -> tuple[list
     prompt_keep = cutoff - keep
     if keep <= 0 or prompt_keep <= 0:
         return None
-    return _cut_prompt(prompt, prompt_keep), [a[:keep] for a in answers]
+    return cut_prompt(prompt, prompt_keep), [a[:keep] for a in answers]
 
 
 def encode_pairwise(template: BoundTemplate, example: Example, cutoff_len: int) -> dict[str, Any] | None:
@@ -79,5 +79,5 @@ def encode_prompt(template: BoundTemplate, example: Example, cutoff_len: int) ->
     text = template.render_text(prompt_example, for_generation=True)
     ids = template.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) > cutoff_len:
-        ids = _cut_prompt(ids, cutoff_len)
+        ids = cut_prompt(ids, cutoff_len)
     return {"prompt_ids": ids, "prompt": text, "reference": reference, "full_len": len(ids)}

@@ -14,7 +14,7 @@ from tuneforge.data.labels import IGNORE_INDEX
 
 
 
-def _cut_prompt(ids: list[int], keep: int) -> list[int]:
+def cut_prompt(ids: list[int], keep: int) -> list[int]:
     if keep >= len(ids):
         return ids
     head = keep // 2
@@ -43,7 +43,7 @@ def encode_supervised(turns: list[TurnIds], cutoff_len: int, *, train_on_prompt:
             prompt_keep = min(len(prompt), budget - answer_keep)
             if answer_keep <= 0 or (prompt_keep <= 0 and prompt):
                 break
-            prompt, answer = _cut_prompt(prompt, prompt_keep), answer[:answer_keep]
+            prompt, answer = cut_prompt(prompt, prompt_keep), answer[:answer_keep]
         kept[index] = (prompt, answer, [])
         break
     input_ids: list[int] = []
