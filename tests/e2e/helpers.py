@@ -43,5 +43,5 @@ def answers(model_dir: str, adapter: str | None, questions: list[str]) -> list[s
     if adapter:
         keys["adapter_name_or_path"] = adapter
     cfg, _ = load(base=keys)
-    engine = HFEngine(cfg)
+    engine = HFEngine(cfg.model, cfg.data, cfg.generate)
     return [engine.chat([Message("user", q)]) for q in questions]

@@ -241,8 +241,10 @@ def _check_training_values(cfg: RunConfig, where: str) -> None:
             hint = f"; did you mean '{guess[0]}'?" if guess else ""
             raise ConfigError(f"{where}: '{key}': unknown value {value!r}{hint} (choose from {', '.join(allowed)})")
     if reporters:
-        from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
-                                                                 get_available_reporting_integrations)
+        from transformers.integrations.integration_utils import (
+            INTEGRATION_TO_CALLBACK,
+            get_available_reporting_integrations,
+        )
 
         available = get_available_reporting_integrations()
         for name in reporters:

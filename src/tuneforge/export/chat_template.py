@@ -74,8 +74,8 @@ class JinjaParts:
             raise TypeError("to_jinja needs a built-in template; 'auto' is the tokenizer's own already")
         alternate = (f"template '{t.name}': messages must be user and assistant turns in turn "
                      "(after one optional system message)")
-        return cls(t, bound.bos, bound.eos, " | trim" if t.strip else "", literal(TOOLS_UNSUPPORTED.format(name=t.name)),
-                   literal(alternate))
+        return cls(t, bound.bos, bound.eos, " | trim" if t.strip else "",
+                   literal(TOOLS_UNSUPPORTED.format(name=t.name)), literal(alternate))
 
     @property
     def qwen3(self) -> bool:

@@ -14,8 +14,8 @@ Defaults pick the fastest path that is correct on the hardware at hand; LLaMA-Fa
 
 from __future__ import annotations
 
-import importlib.util
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.config.stages import facts
 from tuneforge.model.attention import choose_attention
+
 
 @dataclass(frozen=True)
 class FastPath:

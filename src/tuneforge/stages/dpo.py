@@ -33,10 +33,11 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import disable_dropout_in_model
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.model.fused_loss import answer_logprob_sums
 from tuneforge.config.schema import RunConfig
+from tuneforge.model.fused_loss import answer_logprob_sums
 from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.run import run_trainer
+from tuneforge.stages.trl_hooks import require_hooks
 from tuneforge.stages.trl_shared import reference_model, trl_config, use_disabled_adapter_as_reference
 from tuneforge.train.arguments import checkpointing_on
 
@@ -45,8 +46,10 @@ PLOT_KEYS = ("loss", "eval_loss", "rewards/accuracies")
 
 
 def check(cfg: RunConfig) -> None:
-    """Settings that contradict each other, refused before any weights load."""
+    """Settings that contradict each other, refused before any weights load; and the trl hook we override."""
     pref = cfg.pref
+    if pref.pref_loss not in REFERENCE_FREE:
+        require_hooks(DPOTrainer, "_prepare_dataset")
     if pref.pref_loss in REFERENCE_FREE and (pref.ref_model or pref.ref_model_adapters):
         raise ConfigError(f"pref_loss {pref.pref_loss} uses no reference model; remove ref_model/ref_model_adapters "
                           "(or use pref_loss sigmoid, hinge or ipo)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.online_common import check, run_online
 
+
 def run(ctx: StageContext) -> StageResult:
     from trl import GRPOConfig, GRPOTrainer
 

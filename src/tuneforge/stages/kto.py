@@ -19,9 +19,10 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
+from tuneforge.log import note
 from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.run import run_trainer
-from tuneforge.log import note
+from tuneforge.stages.trl_hooks import require_hooks
 from tuneforge.stages.trl_shared import reference_model, trl_config, use_disabled_adapter_as_reference
 
 PLOT_KEYS = ("loss", "eval_loss", "rewards/margins", "kl")
@@ -84,7 +85,11 @@ def _trainer_class() -> Any:
 
 
 def check(cfg: RunConfig) -> None:
-    """Mistakes found without loading any weights (run by `run` first; the CLI may call it earlier)."""
+    """Mistakes found without loading any weights (run by `run` first; the CLI may call it earlier), and the
+    trl hooks TuneforgeKTOTrainer relies on."""
+    from trl import KTOTrainer
+
+    require_hooks(KTOTrainer, "_prepare_dataset", "_metrics", "calculate_KL")
     if cfg.train.per_device_train_batch_size < 2:
         raise ConfigError("stage kto needs per_device_train_batch_size >= 2: its KL term pairs each prompt with "
                           "another sample's answer from the same batch (raise it and lower "

@@ -26,9 +26,10 @@ from typing import Any, Callable
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.stages import StageContext, StageDef, StageResult
-from tuneforge.stages.run import run_trainer
 from tuneforge.log import note
+from tuneforge.stages import StageContext, StageResult
+from tuneforge.stages.run import run_trainer
+from tuneforge.stages.trl_hooks import require_hooks
 from tuneforge.stages.trl_shared import trl_config, use_disabled_adapter_as_reference
 
 PLOT_KEYS = ("loss", "reward", "kl", "completions/mean_length", "eval_reward")
@@ -127,6 +128,7 @@ def online_fields(ctx: StageContext) -> dict[str, Any]:
 
 def trainer_class(base: Any) -> Any:
     """`base` (GRPOTrainer or RLOOTrainer) fed our prompt ids and our stop tokens."""
+    require_hooks(base, "_tokenize_prompts", "_tokenizer")
 
     class OnlineTrainer(base):
         def __init__(self, *args: Any, data_collator: Any = None, prompt_ids: dict[str, list[int]], **kwargs: Any):

@@ -13,7 +13,6 @@ from tuneforge.data.encode.tokenize import TurnIds
 from tuneforge.data.labels import IGNORE_INDEX
 
 
-
 def cut_prompt(ids: list[int], keep: int) -> list[int]:
     if keep >= len(ids):
         return ids

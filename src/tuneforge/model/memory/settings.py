@@ -8,8 +8,8 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.model.attention import VARLEN
 from tuneforge.config.stages import facts
+from tuneforge.model.attention import VARLEN
 from tuneforge.model.kernels import fused_loss_wanted, plan
 
 DEFAULT_CARD_GIB = 80.0
