@@ -56,11 +56,9 @@ def test_warmup_ratio_in_range_becomes_a_fractional_warmup_steps():
 
 
 def test_warmup_ratio_through_the_cli_is_one_line_and_exit_2(tmp_path):
-    from conftest import run_cli, write_yaml
+    from conftest import assert_one_error_line, run_cli, write_yaml
 
     config = write_yaml(tmp_path / "train.yaml", **BASE, warmup_ratio=1.5)
     result = run_cli("train", str(config), cwd=tmp_path)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "'warmup_ratio'" in lines[0]
+    assert_one_error_line(result, "'warmup_ratio'")
     assert not (tmp_path / "out").exists()

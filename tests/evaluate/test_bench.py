@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_yaml
+from conftest import assert_one_error_line, run_cli, write_yaml
 from tuneforge.config.errors import ConfigError, DataError
 from tuneforge.config.load import load
 from tuneforge.data.example import Message
@@ -261,9 +261,5 @@ def bad_runs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(BAD_CASES))
 def test_bad_input_is_one_error_line(bad_runs, name):
     proc, root = bad_runs[name]
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for needle in BAD_CASES[name][1]:
-        assert needle in lines[0], lines[0]
+    assert_one_error_line(proc, *BAD_CASES[name][1])
     assert not (root / "results").exists()  # nothing written

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_yaml
+from conftest import assert_one_error_line, run_cli, write_yaml
 from e2e.helpers import TINY_SFT
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.load import load
@@ -114,9 +114,7 @@ def test_cli_error_is_one_line(tmp_path):
     cfg = write_yaml(tmp_path / "p.yaml", model_name_or_path="tuneforge/tiny", template="qwen3_nothink",
                      output_dir=str(tmp_path / "out"))
     proc = run_cli("predict", str(cfg), cwd=tmp_path, timeout=120)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and "'eval_dataset'" in lines[0]
+    assert_one_error_line(proc, "'eval_dataset'")
     assert not (tmp_path / "out").exists()
 
 

@@ -55,12 +55,18 @@ def test_stacked_adapters_and_script_mode(identity_adapter, tmp_path):
 def test_vllm_backend_without_vllm_is_one_line(tmp_path):
     import importlib.util
 
-    from conftest import run_cli, write_yaml
+    from conftest import assert_one_error_line, run_cli, write_yaml
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here; this checks the message when it is not")
     cfg = write_yaml(tmp_path / "chat.yaml", model_name_or_path="tuneforge/tiny", template="qwen3_nothink",
                      infer_backend="vllm")
     result = run_cli("chat", str(cfg), stdin="hi\n")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: infer_backend: vllm needs vLLM")
+    assert assert_one_error_line(result, alone=False).startswith("error: infer_backend: vllm needs vLLM")
+
+
+@pytest.mark.parametrize(("infer_dtype", "expected"), [("auto", "float32"), ("bfloat16", "bfloat16")])
+def test_chat_loads_the_weights_in_infer_dtype(infer_dtype, expected):
+    # `auto` on a CPU is fp32 (half precision there is slower and gains nothing); a named dtype is kept
+    engine = engine_for(infer_dtype=infer_dtype)
+    assert str(next(engine.model.parameters()).dtype) == f"torch.{expected}"

@@ -103,3 +103,13 @@ def test_vllm_gets_token_ids_with_one_bos(bos_tokenizer, fake_vllm):
         ids = prompt["prompt_token_ids"]
         assert ids[0] == bos_id and ids.count(bos_id) == 1, ids  # one BOS, not two
     assert response.prompt_tokens == len(first)
+
+
+def test_vllm_loads_the_weights_in_infer_dtype(fake_vllm):
+    from tuneforge.config.load import load
+    from tuneforge.infer.engine import create_engine
+
+    cfg = load(base={"model_name_or_path": "tuneforge/tiny", "template": "chatml", "do_train": False,
+                     "infer_backend": "vllm", "infer_dtype": "bfloat16"})[0]
+    create_engine(cfg.model, cfg.data, cfg.generate)
+    assert fake_vllm[0].kwargs["dtype"] == "bfloat16"

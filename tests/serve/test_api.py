@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_yaml
+from conftest import assert_one_error_line, write_yaml
 from tuneforge.data.example import Message
 from tuneforge.infer.base import Response
 
@@ -105,19 +105,25 @@ class Recorder:
         yield from self.answer.split(" ")
 
 
-class Slow(Recorder):
-    """No lock, slow answers: shows whether the event loop stays free while generation runs."""
+class Gated(Recorder):
+    """No lock; generation holds until the test opens the gate: shows whether the event loop stays free
+    while generation runs, and whether a stream's first words arrive before its last exist."""
 
     def __init__(self):
         super().__init__("one two three four five six")
+        self.gate = threading.Event()
+        self.generating = threading.Event()
 
     def generate(self, messages, system=None, tools=None, n=1, **overrides):
-        time.sleep(1.0)
+        self.generating.set()
+        assert self.gate.wait(60), "the test never opened the gate"
         return super().generate(messages, system, tools, n, **overrides)
 
     def stream_chat(self, messages, system=None, tools=None, **overrides):
-        for word in self.answer.split(" "):
-            time.sleep(0.25)
+        first, *rest = self.answer.split(" ")
+        yield first + " "
+        assert self.gate.wait(60), "the test never opened the gate"
+        for word in rest:
             yield word + " "
 
 
@@ -211,15 +217,18 @@ def test_tool_call_answers_become_tool_calls():
 def test_event_loop_stays_free_while_generating():
     from tuneforge.serve.api import create_app
 
-    with serve(create_app(Slow(), "slow")) as url:
+    engine = Gated()
+    with serve(create_app(engine, "gated")) as url:
         c = client(url)
-        arrivals: list[float] = []
+        first_delta = threading.Event()
+        deltas: list[str] = []
         results: dict[str, str] = {}
 
         def streamer():
             for chunk in ask(c, "x", stream=True):
                 if chunk.choices and chunk.choices[0].delta.content:
-                    arrivals.append(time.monotonic())
+                    deltas.append(chunk.choices[0].delta.content)
+                    first_delta.set()
 
         def blocking():
             results["text"] = ask(c, "y").choices[0].message.content
@@ -227,20 +236,25 @@ def test_event_loop_stays_free_while_generating():
         threads = [threading.Thread(target=streamer), threading.Thread(target=blocking)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
-        with http() as h:
-            for path in ("/health", "/v1/models"):
-                started = time.monotonic()
-                assert h.get(url + path).status_code == 200
-                assert time.monotonic() - started < 0.5, f"{path} waited for generation"
-            # a client that goes away mid-stream does not hurt the server
-            with h.stream("POST", url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "z"}],
-                                                                       "stream": True}) as r:
-                next(r.iter_lines())
+        try:
+            # both generations are held: the stream's first word reached the client (not buffered) ...
+            assert first_delta.wait(30), "the first delta was held back until the answer was complete"
+            assert engine.generating.wait(30)
+            with http() as h:
+                # ... and the server still answers everything else (a hang here fails on the client timeout)
+                for path in ("/health", "/v1/models"):
+                    assert h.get(url + path).status_code == 200, path
+                # a client that goes away mid-stream does not hurt the server
+                with h.stream("POST", url + "/v1/chat/completions",
+                              json={"messages": [{"role": "user", "content": "z"}], "stream": True}) as r:
+                    next(r.iter_lines())
+            assert "text" not in results and len(deltas) == 1
+        finally:
+            engine.gate.set()
         for t in threads:
             t.join(timeout=30)
         assert results["text"] == "one two three four five six"
-        assert len(arrivals) == 6 and arrivals[-1] - arrivals[0] > 0.8, "deltas were buffered, not streamed"
+        assert "".join(deltas).strip() == "one two three four five six" and len(deltas) == 6
         assert ask(c, "again").choices[0].message.content == "one two three four five six"
 
 
@@ -458,7 +472,7 @@ def test_cli_refuses_a_bad_or_busy_port(tmp_path, monkeypatch):
         busy.listen()
         monkeypatch.setenv("API_PORT", str(busy.getsockname()[1]))
         taken = run_cli("api", str(config), timeout=60)
-    assert taken.returncode == 2 and "cannot listen on 127.0.0.1" in taken.stderr, taken.stderr
+    assert_one_error_line(taken, "cannot listen on 127.0.0.1")
     monkeypatch.setenv("API_PORT", "eighty")
     wrong = run_cli("api", str(config), timeout=60)
-    assert wrong.returncode == 2 and "API_PORT='eighty' is not a port number" in wrong.stderr, wrong.stderr
+    assert_one_error_line(wrong, "API_PORT='eighty' is not a port number")

@@ -52,9 +52,9 @@ def default_model_name(cfg) -> str:
 
 
 def run_api(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.config.load import load
+    from tuneforge.cli.config import load_config
 
-    cfg, _ = load(config_path, ["do_train=false", *overrides])
+    cfg = load_config(config_path, ["do_train=false", *overrides])
     host, port = listen_address()
     check_free(host, port)
     api_key = os.environ.get("API_KEY") or None

@@ -56,10 +56,10 @@ def repl(engine: Any, system: str | None, read: Callable[[str], str] = input,
 
 
 def run_chat(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.config.load import load
+    from tuneforge.cli.config import load_config
     from tuneforge.infer.engine import create_engine
 
-    cfg, _ = load(config_path, ["do_train=false", *overrides])
+    cfg = load_config(config_path, ["do_train=false", *overrides])
     engine = create_engine(cfg.model, cfg.data, cfg.generate)
     if sys.stdin.isatty():
         repl(engine, cfg.data.default_system)

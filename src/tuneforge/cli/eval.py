@@ -12,12 +12,9 @@ from pathlib import Path
 
 
 def run_eval(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.log import note
-    from tuneforge.config.load import load
+    from tuneforge.cli.config import load_config
     from tuneforge.evaluate.bench import run_benchmark
 
-    cfg, notes = load(config_path, ["do_train=false", *overrides])
-    for text in notes:
-        note(text)
+    cfg = load_config(config_path, ["do_train=false", *overrides])
     result, _, _ = run_benchmark(cfg)
     print(result.table(), end="")

@@ -8,12 +8,10 @@ from pathlib import Path
 
 def run_export(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.log import note
-    from tuneforge.config.load import load
+    from tuneforge.cli.config import load_config
     from tuneforge.export.merge import export_model
 
-    cfg, notes = load(config_path, ["do_train=false", *overrides])
-    for text in notes:
-        note(text)
+    cfg = load_config(config_path, ["do_train=false", *overrides])
     result = export_model(cfg)
     shards = len([w for w in result.weight_files if w.startswith("model")])
     note(f"exported {result.dtype} weights ({shards} safetensors file{'s' if shards != 1 else ''}, at most "

@@ -11,11 +11,8 @@ from pathlib import Path
 
 
 def run_predict(config_path: Path, overrides: list[str]) -> None:
-    from tuneforge.log import note
-    from tuneforge.config.load import load
+    from tuneforge.cli.config import load_config
     from tuneforge.evaluate.predict import run_prediction
 
-    cfg, notes = load(config_path, ["do_train=false", *overrides])
-    for text in notes:
-        note(text)
+    cfg = load_config(config_path, ["do_train=false", *overrides])
     run_prediction(cfg)

@@ -376,7 +376,7 @@ def check_save_dir(save_dir: str | None, where: str = "config") -> Path:
 
 
 def write_results(result: BenchResult, save_dir: Path) -> tuple[Path, Path]:
-    from tuneforge.train.outputs import write_atomic
+    from tuneforge.atomic import write_atomic
 
     save_dir.mkdir(parents=True, exist_ok=True)
     json_path, log_path = save_dir / "results.json", save_dir / "results.log"

@@ -149,7 +149,7 @@ def run_prediction(cfg: RunConfig, *, engine: Engine | None = None, model: Model
     """Generate for every eval sample, score, write the two files. `engine` (an `infer` engine) is
     created unless given, for `model` (default: cfg.model) with cfg's template and generation keys."""
     from tuneforge.evaluate.metrics import similarity_scores
-    from tuneforge.train.outputs import write_atomic
+    from tuneforge.atomic import write_atomic
 
     out = check_predict(cfg)
     samples, counts = load_samples(cfg)

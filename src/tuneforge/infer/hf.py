@@ -22,15 +22,14 @@ class HFEngine:
 
         from tuneforge.model.adapters import load_adapters
         from tuneforge.model.attention import choose_attention
-        from tuneforge.model.load import Precision, load_model, load_tokenizer
+        from tuneforge.model.load import inference_precision, load_model, load_tokenizer
 
         self.generation_cfg = generation
         self.tokenizer = load_tokenizer(model_cfg)
         self.template = template_for(data, self.tokenizer)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         attention = choose_attention(model_cfg.flash_attn, device, padding_free=False)
-        model = load_model(model_cfg, Precision(dtype, False, False, device),
+        model = load_model(model_cfg, inference_precision(model_cfg, device),
                            attn_implementation=attention.implementation, for_training=False)
         if model_cfg.adapter_name_or_path:
             model = load_adapters(model, model_cfg.adapter_name_or_path, trainable_last=False)

@@ -36,6 +36,7 @@ class VLLMEngine:
         g = generation
         self.llm = vllm.LLM(model=resolve_model_path(model_cfg.model_name_or_path),
                             trust_remote_code=model_cfg.trust_remote_code, max_model_len=g.vllm_maxlen,
+                            dtype=model_cfg.infer_dtype,  # vLLM reads the same names (auto/float16/...)
                             gpu_memory_utilization=g.vllm_gpu_util, enforce_eager=g.vllm_enforce_eager,
                             enable_lora=bool(adapters), max_lora_rank=g.vllm_max_lora_rank)
         self.lora = None
