@@ -30,29 +30,44 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    model_name_or_path: str
-    adapter_name_or_path: list[str] | None = None
-    cache_dir: str | None = None
-    model_revision: str = "main"
-    trust_remote_code: bool = False
-    use_fast_tokenizer: bool = True
-    split_special_tokens: bool = False
+    model_name_or_path: str = Field(
+        description="The base model: a local folder saved by save_pretrained, a Hugging Face hub id, or "
+                    "tuneforge/tiny")
+    adapter_name_or_path: list[str] | None = Field(None,
+        description="LoRA adapter folders to load on the base model (comma-separated); training continues the last "
+                    "one")
+    cache_dir: str | None = Field(None,
+        description="Where downloaded models are cached (default: the Hugging Face cache)")
+    model_revision: str = Field("main", description="The hub revision of the model: a branch, tag or commit id")
+    trust_remote_code: bool = Field(False,
+        description="Run the model's own Python code from the hub (only for models you trust)")
+    use_fast_tokenizer: bool = Field(True, description="Use the fast (Rust) tokenizer when the model has one")
+    split_special_tokens: bool = Field(False,
+        description="Split special tokens written in the text into ordinary tokens")
     # auto | sdpa | eager | fa2 | disabled (LLaMA-Factory's names) -> attn_implementation
-    flash_attn: Literal["auto", "sdpa", "eager", "fa2", "disabled"] = "auto"
+    flash_attn: Literal["auto", "sdpa", "eager", "fa2", "disabled"] = Field("auto",
+        description="Attention kernel: auto picks the fastest available; fa2 needs flash-attn; disabled means eager")
     # LLaMA-Factory turns checkpointing on unless told otherwise (it costs ~30% speed). Here None
     # (auto) turns it on only when the memory estimate (model/memory/) exceeds the card;
     # false forces it on, true off; `gradient_checkpointing: true` also forces it on.
-    disable_gradient_checkpointing: bool | None = None
+    disable_gradient_checkpointing: bool | None = Field(None,
+        description="Empty: checkpointing only when the memory estimate exceeds the card; false: always on; true: "
+                    "off")
     # Liger's Triton kernels (fused linear+CE, RMSNorm, RoPE, SwiGLU): None = on when installed on CUDA.
-    enable_liger_kernel: bool | None = None
+    enable_liger_kernel: bool | None = Field(None,
+        description="Liger's fused Triton kernels; empty: on when installed on a CUDA GPU")
     # Our chunked linear+cross-entropy (never materialises full logits) when Liger is not used.
-    fused_loss: bool = True
+    fused_loss: bool = Field(True,
+        description="Compute the loss in chunks without materialising the full logits (when Liger is not used)")
     # LLaMA-Factory's unsloth switches: accepted; tuneforge's own fast path is always on, and
     # use_unsloth_gc turns gradient checkpointing on.
-    use_unsloth: bool = False
-    use_unsloth_gc: bool = False
-    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    model_max_length: int | None = Field(None, gt=0)
+    use_unsloth: bool = Field(False,
+        description="LLaMA-Factory's unsloth switch: accepted; tuneforge's own fast path is always on")
+    use_unsloth_gc: bool = Field(False,
+        description="Turn gradient checkpointing on (LLaMA-Factory's unsloth checkpointing switch)")
+    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field("auto",
+        description="The dtype of the weights for chat, predict and the API (auto: the model's own)")
+    model_max_length: int | None = Field(None, gt=0, description="Override the tokenizer's maximum sequence length")
 
     @field_validator("adapter_name_or_path", mode="before")
     @classmethod
@@ -61,32 +76,45 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    dataset: list[str] | None = None
-    eval_dataset: list[str] | None = None
-    dataset_dir: str = "data"
-    template: str | None = None
-    cutoff_len: int = Field(2048, gt=0)
-    max_samples: int | None = Field(None, gt=0)
-    val_size: float = Field(0.0, ge=0)
-    train_on_prompt: bool = False
-    mask_history: bool = False
-    overwrite_cache: bool = False
-    preprocessing_num_workers: int | None = Field(None, ge=1)
-    default_system: str | None = None
-    enable_thinking: bool | None = True
-    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = "concat"
+    dataset: list[str] | None = Field(None,
+        description="Training datasets: names from dataset_info.json in dataset_dir, or built-in ones "
+                    "(comma-separated)")
+    eval_dataset: list[str] | None = Field(None,
+        description="Datasets to evaluate or predict on (comma-separated names)")
+    dataset_dir: str = Field("data", description="The folder holding dataset_info.json and the dataset files")
+    template: str | None = Field(None,
+        description="The chat template that renders conversations; empty picks the tokenizer's own chat_template")
+    cutoff_len: int = Field(2048, gt=0, description="Maximum tokens per sample; longer samples are truncated")
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many samples from each dataset")
+    val_size: float = Field(0.0, ge=0,
+        description="Hold out this share (below 1) or this number of training samples for evaluation")
+    train_on_prompt: bool = Field(False, description="Also train on the prompt tokens, not only on the answers")
+    mask_history: bool = Field(False, description="Train only on the last answer of each conversation")
+    overwrite_cache: bool = Field(False,
+        description="Encode the datasets again instead of reusing the tokenized cache")
+    preprocessing_num_workers: int | None = Field(None, ge=1, description="Processes used to encode the datasets")
+    default_system: str | None = Field(None, description="The system prompt used when a sample has none")
+    enable_thinking: bool | None = Field(True,
+        description="For thinking templates (qwen3): false puts an empty think block in the prompt")
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = Field("concat",
+        description="How several datasets are mixed: concatenated, or interleaved until the smallest/largest ends")
     # Fills {{name}} / {{author}} in the identity dataset (and any dataset that uses them).
-    identity_name: str | None = None
-    identity_author: str | None = None
+    identity_name: str | None = Field(None, description="Fills {{name}} in the identity dataset")
+    identity_author: str | None = Field(None, description="Fills {{author}} in the identity dataset")
     # sft/pt batches are padding-free rows (samples end to end, isolated by the attention kernel);
     # false gives classic padded batches.
-    padding_free: bool = True
+    padding_free: bool = Field(True,
+        description="sft/pt: put samples end to end without padding (isolated by the attention kernel)")
     # Bin-pack samples into rows of cutoff_len tokens, still isolated (LLaMA-Factory's neat_packing
     # semantics; both names accepted). per_device_train_batch_size then counts packed rows.
-    packing: bool = False
-    neat_packing: bool = False
+    packing: bool = Field(False,
+        description="Bin-pack samples into rows of cutoff_len tokens (each still isolated); batch size then counts "
+                    "rows")
+    neat_packing: bool = Field(False,
+        description="LLaMA-Factory's name for packing with isolated samples; same as packing")
     # error: stop at the first bad record (default). skip: drop bad records, report how many.
-    bad_records: Literal["error", "skip"] = "error"
+    bad_records: Literal["error", "skip"] = Field("error",
+        description="error: stop at the first bad record; skip: drop bad records and report how many")
 
     @field_validator("dataset", "eval_dataset", mode="before")
     @classmethod
@@ -102,20 +130,28 @@ class DataConfig(Section):
 
 
 class MethodConfig(Section):
-    stage: Literal["sft", "pt", "rm", "dpo", "kto", "ppo", "grpo", "rloo"] = "sft"
-    finetuning_type: Literal["lora", "freeze", "full"] = "lora"
-    lora_rank: int = Field(8, gt=0)
-    lora_alpha: float | None = Field(None, gt=0)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_target: list[str] = ["all"]
-    additional_target: list[str] | None = None
-    use_rslora: bool = False
-    use_dora: bool = False
-    create_new_adapter: bool = False
-    freeze_trainable_layers: int = 2
-    freeze_trainable_modules: list[str] = ["all"]
-    freeze_extra_modules: list[str] | None = None
-    plot_loss: bool = True
+    stage: Literal["sft", "pt", "rm", "dpo", "kto", "ppo", "grpo", "rloo"] = Field("sft",
+        description="Training stage: sft, pt (pre-training), rm (reward model), dpo, kto, ppo, grpo or rloo")
+    finetuning_type: Literal["lora", "freeze", "full"] = Field("lora",
+        description="What is trained: lora (small adapters), freeze (the last layers) or full (every weight)")
+    lora_rank: int = Field(8, gt=0, description="LoRA rank: the size of the adapter matrices")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA scaling factor (empty: 2 x lora_rank)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA inputs during training")
+    lora_target: list[str] = Field(["all"],
+        description="Modules that get LoRA adapters: all (every linear layer) or names such as q_proj,v_proj")
+    additional_target: list[str] | None = Field(None,
+        description="Other modules trained in full and saved with the adapter (e.g. embed_tokens)")
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(rank))")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA)")
+    create_new_adapter: bool = Field(False,
+        description="Merge the loaded adapters into the model and train a fresh adapter on top")
+    freeze_trainable_layers: int = Field(2,
+        description="freeze: train the last N layers (positive) or the first N layers (negative)")
+    freeze_trainable_modules: list[str] = Field(["all"],
+        description="freeze: modules trained inside those layers (all, or names such as mlp,self_attn)")
+    freeze_extra_modules: list[str] | None = Field(None,
+        description="freeze: modules trained anywhere in the model besides those layers (e.g. embed_tokens)")
+    plot_loss: bool = Field(True, description="Save loss plots (training_loss.png) in output_dir after training")
 
     @field_validator("lora_target", "freeze_trainable_modules", "additional_target",
                      "freeze_extra_modules", mode="before")
@@ -139,36 +175,51 @@ class TrainConfig(Section):
     `transformers.TrainingArguments` field is accepted into `extra` (checked against the
     installed transformers at load time)."""
 
-    output_dir: str | None = None
-    overwrite_output_dir: bool = False
-    do_train: bool = True
-    do_eval: bool = False
-    resume_from_checkpoint: str | bool | None = None
-    per_device_train_batch_size: int = Field(1, gt=0)
-    per_device_eval_batch_size: int = Field(1, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
-    num_train_epochs: float = Field(3.0, gt=0)
-    max_steps: int = Field(-1, ge=-1)  # -1 (or 0): num_train_epochs decides
-    lr_scheduler_type: str = "linear"
-    warmup_steps: float = Field(0, ge=0)  # below 1: a fraction of the steps (also what warmup_ratio sets)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
-    bf16: bool = False
-    fp16: bool = False
-    logging_steps: float = Field(10, gt=0)  # below 1: a fraction of the steps
-    save_strategy: str = "steps"
-    save_steps: float = Field(500, gt=0)
-    save_total_limit: int | None = Field(None, ge=0)  # None or 0: keep every checkpoint
-    eval_strategy: str = "no"
-    eval_steps: float | None = Field(None, gt=0)
-    seed: int = 42
-    report_to: list[str] | str = "none"
-    gradient_checkpointing: bool = False
-    use_cpu: bool = False
-    do_predict: bool = False
-    predict_with_generate: bool = False
-    extra: dict[str, Any] = {}
+    output_dir: str | None = Field(None,
+        description="The folder this run writes to: checkpoints, adapter or weights, logs and plots")
+    overwrite_output_dir: bool = Field(False,
+        description="Write over the earlier run in output_dir (its checkpoints and logs are removed)")
+    do_train: bool = Field(True, description="Train (false: only predict, with do_predict)")
+    do_eval: bool = Field(False, description="Evaluate on the held-out data at the end of training")
+    resume_from_checkpoint: str | bool | None = Field(None,
+        description="Continue a stopped run: true (the latest checkpoint in output_dir) or a checkpoint folder")
+    per_device_train_batch_size: int = Field(1, gt=0,
+        description="Samples per device per step (packed rows when packing is on)")
+    per_device_eval_batch_size: int = Field(1, gt=0,
+        description="Samples per device per evaluation or prediction batch")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches added up before each optimizer step")
+    learning_rate: float = Field(5e-5, gt=0, description="The peak learning rate of AdamW")
+    num_train_epochs: float = Field(3.0, gt=0, description="How many times to go through the training data")
+    max_steps: int = Field(-1, ge=-1,  # -1 (or 0): num_train_epochs decides
+        description="Stop after this many optimizer steps (-1: num_train_epochs decides)")
+    lr_scheduler_type: str = Field("linear",
+        description="How the learning rate changes over training (linear, cosine, constant, ...)")
+    warmup_steps: float = Field(0, ge=0,  # below 1: a fraction of the steps (also what warmup_ratio sets)
+        description="Steps of linear warm-up; below 1: a share of all the training steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, ge=0,  # 0: no clipping
+        description="Clip gradients to this norm (0: no clipping)")
+    bf16: bool = Field(False, description="Train in bfloat16 mixed precision")
+    fp16: bool = Field(False, description="Train in float16 mixed precision")
+    logging_steps: float = Field(10, gt=0,  # below 1: a fraction of the steps
+        description="Log loss and learning rate every N steps (below 1: a share of the steps)")
+    save_strategy: str = Field("steps", description="When to save checkpoints: steps, epoch or no")
+    save_steps: float = Field(500, gt=0,
+        description="Save a checkpoint every N steps (below 1: a share of the steps)")
+    save_total_limit: int | None = Field(None, ge=0,  # None or 0: keep every checkpoint
+        description="Keep only the newest N checkpoints (empty or 0: keep all)")
+    eval_strategy: str = Field("no", description="When to evaluate during training: no, steps or epoch")
+    eval_steps: float | None = Field(None, gt=0, description="Evaluate every N steps (empty: same as logging_steps)")
+    seed: int = Field(42, description="Random seed for data order and initialisation")
+    report_to: list[str] | str = Field("none",
+        description="Where to report metrics: none, tensorboard, wandb, ... (comma-separated)")
+    gradient_checkpointing: bool = Field(False,
+        description="Force gradient checkpointing on (saves memory, costs speed)")
+    use_cpu: bool = Field(False, description="Train on the CPU even when a GPU is present")
+    do_predict: bool = Field(False,
+        description="After training (or instead of it), generate answers for eval_dataset")
+    predict_with_generate: bool = Field(False, description="Prediction generates text (needed by do_predict)")
+    extra: dict[str, Any] = Field({}, description="Any other transformers TrainingArguments key")
 
     @field_validator("warmup_steps", "logging_steps", "save_steps", "eval_steps")
     @classmethod
@@ -192,46 +243,57 @@ class TrainConfig(Section):
 
 
 class GenerateConfig(Section):
-    max_new_tokens: int = Field(512, gt=0)
-    do_sample: bool = True
-    temperature: float = Field(0.95, ge=0)
-    top_p: float = Field(0.7, gt=0, le=1)
-    top_k: int = Field(50, ge=0)
-    num_beams: int = Field(1, ge=1)
-    length_penalty: float = 1.0
-    repetition_penalty: float = Field(1.0, gt=0)
-    skip_special_tokens: bool = True
-    infer_backend: Literal["huggingface", "hf", "vllm"] = "huggingface"
-    vllm_maxlen: int = Field(4096, gt=0)
-    vllm_gpu_util: float = Field(0.7, gt=0, le=1)
-    vllm_enforce_eager: bool = False
-    vllm_max_lora_rank: int = Field(32, gt=0)
+    max_new_tokens: int = Field(512, gt=0, description="Maximum tokens generated per answer")
+    do_sample: bool = Field(True, description="Sample the next token (false: greedy decoding)")
+    temperature: float = Field(0.95, ge=0, description="Sampling temperature: lower is more deterministic")
+    top_p: float = Field(0.7, gt=0, le=1,
+        description="Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p")
+    top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens (0: no limit)")
+    num_beams: int = Field(1, ge=1, description="Beam search width (1: no beam search)")
+    length_penalty: float = Field(1.0, description="Beam search: above 1 favours longer answers")
+    repetition_penalty: float = Field(1.0, gt=0, description="Penalise repeated tokens (1: no penalty)")
+    skip_special_tokens: bool = Field(True, description="Leave special tokens out of the generated text")
+    infer_backend: Literal["huggingface", "hf", "vllm"] = Field("huggingface",
+        description="Inference engine: huggingface (hf) or vllm")
+    vllm_maxlen: int = Field(4096, gt=0, description="vLLM: maximum prompt + answer tokens")
+    vllm_gpu_util: float = Field(0.7, gt=0, le=1, description="vLLM: share of the GPU memory it may use")
+    vllm_enforce_eager: bool = Field(False, description="vLLM: disable CUDA graphs")
+    vllm_max_lora_rank: int = Field(32, gt=0, description="vLLM: the largest LoRA rank it can load")
 
 
 class PreferenceConfig(Section):
     """Preference and RL stages (rm, dpo, kto, ppo, grpo, rloo), LLaMA-Factory's key names."""
 
-    pref_beta: float = Field(0.1, ge=0)
-    pref_ftx: float = Field(0.0, ge=0)
-    pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
-    dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5)
-    kto_chosen_weight: float = Field(1.0, gt=0)
-    kto_rejected_weight: float = Field(1.0, gt=0)
-    simpo_gamma: float = 0.5
-    ref_model: str | None = None
-    ref_model_adapters: list[str] | None = None
-    reward_model: str | None = None
-    reward_model_adapters: list[str] | None = None
-    reward_model_type: Literal["lora", "full"] = "lora"
-    ppo_buffer_size: int = Field(1, gt=0)
-    ppo_epochs: int = Field(4, gt=0)
-    ppo_score_norm: bool = False
-    ppo_target: float = Field(6.0, gt=0)
-    ppo_whiten_rewards: bool = False
-    num_generations: int = Field(4, ge=2)
+    pref_beta: float = Field(0.1, ge=0,
+        description="DPO/KTO/ORPO/SimPO beta: how strongly the policy is kept near the reference")
+    pref_ftx: float = Field(0.0, ge=0, description="Weight of an extra supervised (SFT) loss on the chosen answers")
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = Field("sigmoid",
+        description="DPO loss: sigmoid, hinge, ipo, orpo (no reference model) or simpo (no reference model)")
+    dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5,
+        description="DPO label smoothing for noisy preferences (0 to 0.5)")
+    kto_chosen_weight: float = Field(1.0, gt=0, description="KTO: weight of the desirable answers")
+    kto_rejected_weight: float = Field(1.0, gt=0, description="KTO: weight of the undesirable answers")
+    simpo_gamma: float = Field(0.5, description="SimPO target reward margin")
+    ref_model: str | None = Field(None,
+        description="The reference model (empty: the base model, or the policy without its adapter)")
+    ref_model_adapters: list[str] | None = Field(None,
+        description="Adapters loaded on the reference model (comma-separated)")
+    reward_model: str | None = Field(None,
+        description="ppo/grpo/rloo: the reward model (a folder trained with stage rm)")
+    reward_model_adapters: list[str] | None = Field(None,
+        description="Adapters loaded on the reward model (comma-separated)")
+    reward_model_type: Literal["lora", "full"] = Field("lora",
+        description="How the reward model was trained: lora (an adapter) or full")
+    ppo_buffer_size: int = Field(1, gt=0, description="PPO: mini-batches of prompts per generation step")
+    ppo_epochs: int = Field(4, gt=0, description="PPO: optimisation epochs over each batch of generations")
+    ppo_score_norm: bool = Field(False, description="PPO: normalise the reward scores")
+    ppo_target: float = Field(6.0, gt=0, description="PPO: target KL divergence of the adaptive KL controller")
+    ppo_whiten_rewards: bool = Field(False, description="PPO: whiten the rewards before computing advantages")
+    num_generations: int = Field(4, ge=2, description="grpo/rloo: answers generated per prompt")
     # grpo/rloo: plain Python reward functions beside (or instead of) reward_model, each
     # "package.module:function" or "path/to/file.py:function" (trl's reward_funcs signature).
-    reward_funcs: list[str] | None = None
+    reward_funcs: list[str] | None = Field(None,
+        description="grpo/rloo: Python reward functions, module:function or file.py:function (comma-separated)")
 
     @field_validator("ref_model_adapters", "reward_model_adapters", "reward_funcs", mode="before")
     @classmethod
@@ -240,24 +302,31 @@ class PreferenceConfig(Section):
 
 
 class ExportConfig(Section):
-    export_dir: str | None = None
-    export_size: float = Field(5, gt=0)  # GB per safetensors shard
-    export_device: Literal["cpu", "auto"] = "cpu"
-    export_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    export_legacy_format: bool = False
-    export_hub_model_id: str | None = None
-    export_quantization_bit: int | None = None
+    export_dir: str | None = Field(None, description="The folder the merged model is written to")
+    export_size: float = Field(5, gt=0,  # GB per safetensors shard
+        description="Maximum size of one safetensors shard, in GB")
+    export_device: Literal["cpu", "auto"] = Field("cpu",
+        description="Where to merge: cpu, or auto (the GPU when there is one)")
+    export_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field("auto",
+        description="The dtype of the exported weights (auto: the model's own)")
+    export_legacy_format: bool = Field(False,
+        description="Write pytorch .bin files (not supported: tuneforge writes safetensors)")
+    export_hub_model_id: str | None = Field(None,
+        description="Upload to this hub repository (not supported yet: upload the folder yourself)")
+    export_quantization_bit: int | None = Field(None,
+        description="Quantize the exported weights to 4 or 8 bits with bitsandbytes (CUDA only)")
 
 
 class EvalConfig(Section):
     """Multiple-choice benchmark evaluation (`tuneforge eval`), LLaMA-Factory's key names."""
 
-    task: str | None = None
-    task_dir: str = "evaluation"
-    n_shot: int = Field(5, ge=0)
-    lang: Literal["en", "zh"] = "en"
-    save_dir: str | None = None
-    batch_size: int = Field(4, gt=0)
+    task: str | None = Field(None,
+        description="Benchmark task and split, e.g. mmlu_test, ceval_validation, tinybench_test")
+    task_dir: str = Field("evaluation", description="The folder holding the benchmark tasks")
+    n_shot: int = Field(5, ge=0, description="Solved examples shown before each question")
+    lang: Literal["en", "zh"] = Field("en", description="Language of the benchmark prompts: en or zh")
+    save_dir: str | None = Field(None, description="Where results.json and results.log are written")
+    batch_size: int = Field(4, gt=0, description="Questions scored per batch")
 
 
 class RunConfig(BaseModel):
