@@ -13,6 +13,9 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# What the web UI writes into output_dir before it starts `tuneforge train` there (the run's YAML, its
+# log, its process file): a folder holding only these is still a fresh one.
+WEBUI_FILES = frozenset({"webui_config.yaml", "webui_train.log", "webui_run.json"})
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
@@ -39,7 +42,7 @@ def check_output_dir(cfg: RunConfig) -> str | None:
         return str(resume)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir '{out}' is a file")
-    if out.is_dir() and any(out.iterdir()) and not t.overwrite_output_dir:
+    if out.is_dir() and any(p.name not in WEBUI_FILES for p in out.iterdir()) and not t.overwrite_output_dir:
         raise ConfigError(f"output_dir '{out}' is not empty; set overwrite_output_dir: true to write over it, or "
                           "resume_from_checkpoint: true to continue")
     return None
