@@ -26,7 +26,8 @@ def show_sample(tokenizer, input_ids: list[int], labels: list[int]) -> Text:
     return text
 
 
-def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
+def run_check(config_path: Path, overrides: list[str], samples: int, console: Console = console) -> None:
+    """Print the check on `console` (the web UI passes a recording one)."""
     from tuneforge.cli.config import load_config
     from tuneforge.config.stages import facts
     from tuneforge.data.dataset import build_datasets
@@ -64,12 +65,12 @@ def run_check(config_path: Path, overrides: list[str], samples: int) -> None:
         total = sum(len(row) for row in data.train["input_ids"])
         console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
     if facts(stage).padding_free:
-        show_batching([len(row) for row in data.train["input_ids"]], cfg)
+        show_batching([len(row) for row in data.train["input_ids"]], cfg, console)
     for index in range(min(samples, len(data.train))):
-        show_row(tokenizer, data.train[index], index)
+        show_row(tokenizer, data.train[index], index, console)
 
 
-def show_batching(lengths: list[int], cfg) -> None:
+def show_batching(lengths: list[int], cfg, console: Console = console) -> None:
     """What the fast path will compute: padding-free micro-batches vs padded ones, and packed rows."""
     from tuneforge.data.packing import pack_lengths
     from tuneforge.model.memory.settings import worst_micro_batch
@@ -91,7 +92,7 @@ def _header(index: int, what: str) -> Text:
             + Text(" / ", style="bold") + Text("not trained", style="dim") + Text(") ---", style="bold"))
 
 
-def show_row(tokenizer, row: dict, index: int) -> None:
+def show_row(tokenizer, row: dict, index: int, console: Console = console) -> None:
     """One encoded sample, whatever the stage's columns are."""
     if "labels" in row:
         console.print(_header(index, f"{len(row['input_ids'])} tokens"))

@@ -21,9 +21,9 @@ def _gib(n: int) -> str:
 
 
 def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | None = None,
-                 tokens: int | None = None) -> None:
-    """Print the estimate. `tokens`: tokens of one micro-batch (default: the worst case,
-    per_device_train_batch_size x cutoff_len, which packed rows reach)."""
+                 tokens: int | None = None, console: Console = console) -> None:
+    """Print the estimate on `console` (the web UI passes a recording one). `tokens`: tokens of one micro-batch
+    (default: the worst case, per_device_train_batch_size x cutoff_len, which packed rows reach)."""
     from tuneforge.cli.config import load_config
     from tuneforge.config.errors import ConfigError
     from tuneforge.config.stages import facts
@@ -38,8 +38,8 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
     run = run_settings(cfg, config, tokens)
     card, card_source = card_bytes(gpu_mem_gib)
     off, on, chosen, reason = _decide(cfg, config, run, card)
-    _print_header(cfg, run, tokens)
-    _print_table(off, on)
+    _print_header(cfg, run, tokens, console)
+    _print_table(off, on, console)
     console.print(f"card memory: {card / GIB:.1f} GiB ({card_source})")
     console.print(f"gradient checkpointing: [bold]{reason}[/]")
     for text in chosen.notes:
@@ -68,7 +68,7 @@ def _decide(cfg: Any, config: Any, run: dict[str, Any], card: int) -> tuple[Any,
                              f"card {card / GIB:.0f} GiB)")
 
 
-def _print_header(cfg: Any, run: dict[str, Any], tokens: int | None) -> None:
+def _print_header(cfg: Any, run: dict[str, Any], tokens: int | None, console: Console = console) -> None:
     from tuneforge.config.stages import facts
 
     stage = cfg.method.stage
@@ -81,7 +81,7 @@ def _print_header(cfg: Any, run: dict[str, Any], tokens: int | None) -> None:
                   f"attention {run['attention']}, loss {loss}")
 
 
-def _print_table(off: Any, on: Any) -> None:
+def _print_table(off: Any, on: Any, console: Console = console) -> None:
     table = Table(show_header=True, header_style="bold")
     table.add_column("")
     table.add_column("checkpointing off", justify="right")
