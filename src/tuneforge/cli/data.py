@@ -18,11 +18,14 @@ def _percentile(values: list[int], q: float) -> int:
 
 
 def show_sample(tokenizer, input_ids: list[int], labels: list[int]) -> Text:
-    """Trained tokens in green, masked ones dimmed."""
+    """Trained tokens in green, masked ones dimmed. Each run of tokens is decoded at once: a Chinese
+    character split over two byte-level tokens decodes whole only with both."""
+    from itertools import groupby
+
     text = Text()
-    for tid, label in zip(input_ids, labels):
-        piece = tokenizer.decode([tid])
-        text.append(piece, style="bold green" if label != IGNORE_INDEX else "dim")
+    pairs = zip(input_ids, labels)
+    for trained, run in groupby(pairs, key=lambda pair: pair[1] != IGNORE_INDEX):
+        text.append(tokenizer.decode([tid for tid, _ in run]), style="bold green" if trained else "dim")
     return text
 
 
