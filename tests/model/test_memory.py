@@ -111,7 +111,7 @@ def test_decision_flips_when_the_card_is_smaller_than_the_prediction():
     off = estimate_memory(qwen2(), MethodConfig(), checkpointing=False, **kw)
     on = estimate_memory(qwen2(), MethodConfig(), checkpointing=True, **kw)
     use, reason = choose_checkpointing(qwen2(), MethodConfig(), card_bytes=off.peak_bytes + GIB, **kw)
-    assert not use and reason.startswith("off (predicted") and "GiB card" in reason
+    assert not use and reason.startswith("off (predicted") and "GiB usable" in reason
     use, reason = choose_checkpointing(qwen2(), MethodConfig(), card_bytes=off.peak_bytes - GIB, **kw)
     assert use and reason.startswith("on (predicted") and f"{on.peak_gib:.1f} GiB with it" in reason
     use, reason = choose_checkpointing(qwen2(), MethodConfig(), card_bytes=on.peak_bytes - GIB, **kw)

@@ -102,35 +102,78 @@ def _fake_varlen(new_api: bool):
     calls = []
 
     def varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, **kw):
-        calls.append(kw)
-        if new_api:
-            assert kw["window_size"] == (-1, 0)
-        else:
+        calls.append({**kw, "dtype": q.dtype})
+        if not new_api:
             assert kw == {"is_causal": True} and q.shape[1] == k.shape[1]
+        left = kw.get("window_size", (-1, 0))[0]
+        assert kw.get("window_size", (-1, 0))[1] == 0  # causal
         bounds = cu_q.tolist()
-        outs = [F.scaled_dot_product_attention(q[s:e].transpose(0, 1), k[s:e].transpose(0, 1),
-                                               v[s:e].transpose(0, 1), is_causal=True,
-                                               scale=kw.get("scale"), enable_gqa=kw.get("enable_gqa", False))
-                .transpose(0, 1) for s, e in zip(bounds[:-1], bounds[1:])]
+        outs = []
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            mask = attention.causal_mask(e - s, left + 1 if left >= 0 else None, q.device)
+            outs.append(F.scaled_dot_product_attention(q[s:e].transpose(0, 1), k[s:e].transpose(0, 1),
+                                                       v[s:e].transpose(0, 1), attn_mask=mask, scale=kw.get("scale"),
+                                                       enable_gqa=kw.get("enable_gqa", False)).transpose(0, 1))
         return torch.cat(outs)
 
     params = {"window_size", "enable_gqa", "scale"} if new_api else {"is_causal"}
     return (varlen_attn, frozenset(params)), calls
 
 
+def _qkv(tokens=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, 4, tokens, 16, generator=g)
+    k = torch.randn(1, 2, tokens, 16, generator=g)  # grouped-query attention: 2 kv heads for 4 query heads
+    v = torch.randn(1, 2, tokens, 16, generator=g)
+    return q, k, v
+
+
 @pytest.mark.parametrize("new_api", [True, False])
-def test_cuda_kernel_call_is_shaped_like_the_reference(monkeypatch, new_api):
+@pytest.mark.parametrize("window", [None, 4])
+def test_cuda_kernel_call_is_shaped_like_the_reference(monkeypatch, new_api, window):
     fake, calls = _fake_varlen(new_api)
     monkeypatch.setattr(attention, "_cuda_varlen", lambda: fake)
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(1, 4, 20, 16, generator=g)
-    k = torch.randn(1, 2, 20, 16, generator=g)  # grouped-query attention: 2 kv heads for 4 query heads
-    v = torch.randn(1, 2, 20, 16, generator=g)
-    cu = torch.tensor([0, 7, 20], dtype=torch.int32)
-    out = attention._cuda_kernel(q, k, v, cu, 13, 0.3)
-    ref = attention._per_sample(q, k, v, cu, 0.3, 0.0)
+    q, k, v = _qkv()
+    span = attention.Span(torch.tensor([0, 7, 20], dtype=torch.int32), 13, 0.3, 0.0, window)
+    ref = attention._per_sample(q, k, v, span)
+    if window and not new_api:  # torch 2.10's kernel has no window: the decision keeps it off
+        monkeypatch.setattr(attention, "on_gpu", lambda t: True)
+        assert attention._kernel_dtype(q.bfloat16(), 0.0, span) is None
+        return
+    out = attention._cuda_kernel(q, k, v, span)
     assert calls and out.shape == ref.shape == (1, 20, 4, 16)
+    if new_api:
+        assert calls[0]["window_size"] == ((window - 1) if window else -1, 0)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_the_window_changes_the_output_so_the_tests_can_fail():
+    q, k, v = _qkv()
+    cu = torch.tensor([0, 7, 20], dtype=torch.int32)
+    full = attention._per_sample(q, k, v, attention.Span(cu, 13, 0.3, 0.0, None))
+    windowed = attention._per_sample(q, k, v, attention.Span(cu, 13, 0.3, 0.0, 4))
+    assert torch.allclose(full[:, :4], windowed[:, :4], atol=1e-6)  # the first 4 positions see all they can
+    assert not torch.allclose(full[:, 7:], windowed[:, 7:], atol=1e-3)
+
+
+@pytest.mark.parametrize("weights", ["float32", "bfloat16"])
+def test_fp32_queries_under_half_autocast_reach_the_kernel_in_half_precision(monkeypatch, weights):
+    """Full fine-tuning keeps fp32 master weights, so q/k/v arrive in fp32 under bf16 autocast: the
+    kernel must still be chosen, on bf16 copies (a CUDA-only kernel: stood in here on CPU)."""
+    fake, calls = _fake_varlen(True)
+    monkeypatch.setattr(attention, "_cuda_varlen", lambda: fake)
+    monkeypatch.setattr(attention, "on_gpu", lambda t: True)
+    q, k, v = (t.to(getattr(torch, weights)) for t in _qkv())
+    layer = torch.nn.Module()
+    layer.training = False
+    cu = torch.tensor([0, 7, 20], dtype=torch.int32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention.varlen_attention(layer, q, k, v, None, scaling=0.3, cu_seq_lens_q=cu)
+    assert calls and calls[0]["dtype"] == torch.bfloat16 and out.dtype == torch.bfloat16
+    # without autocast, fp32 stays on the exact per-sample path (the flash kernel has no fp32)
+    calls.clear()
+    attention.varlen_attention(layer, q.float(), k.float(), v.float(), None, scaling=0.3, cu_seq_lens_q=cu)
+    assert not calls
 
 
 def test_a_failing_kernel_falls_back_to_per_sample_attention_with_one_warning(monkeypatch):
@@ -140,10 +183,10 @@ def test_a_failing_kernel_falls_back_to_per_sample_attention_with_one_warning(mo
     monkeypatch.setattr(attention, "_cuda_varlen", lambda: (broken, frozenset({"window_size"})))
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(3))
-    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    span = attention.Span(torch.tensor([0, 5, 12], dtype=torch.int32), 7, 0.35, 0.0)
     layer = torch.nn.Module()
     with pytest.warns(UserWarning, match="varlen attention kernel failed"):
-        out = attention._attend(layer, q, k, v, cu, 7, 0.35, 0.0, use_kernel=True)
-    assert torch.allclose(out, attention._per_sample(q, k, v, cu, 0.35, 0.0))
+        out = attention._attend(layer, q, k, v, span, kernel_dtype=torch.float32)
+    assert torch.allclose(out, attention._per_sample(q, k, v, span))
     assert getattr(layer, attention.KERNEL_FAILED)  # this layer's later steps go straight to the fallback
     assert not hasattr(torch.nn.Module(), attention.KERNEL_FAILED)  # and no other model is affected

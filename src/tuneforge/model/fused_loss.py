@@ -29,32 +29,53 @@ def chunk_rows(vocab: int) -> int:
     return 1 << (rows.bit_length() - 1)  # a power of two: friendlier matmul shapes
 
 
+def compute_dtype(hidden: Any, weight: Any) -> Any:
+    """The dtype the head's matmuls run in: autocast's when it is on (bf16/fp16 runs, where full
+    fine-tuning keeps the head's weight in fp32), else the weight's own."""
+    import torch
+
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
+
+
 def _linear_ce(hidden: Any, weight: Any, targets: Any, normalizer: Any, grads: bool) -> tuple[Any, Any, Any]:
-    """Sum of cross-entropy / normalizer, and (if grads) d/dhidden and d/dweight of it."""
+    """Sum of cross-entropy / normalizer, and (if grads) d/dhidden and d/dweight of it.
+
+    Matmuls run in the compute dtype (autocast does not reach inside an autograd Function's
+    in-place ops, so the casts are explicit); logits, softmax and the weight's gradient accumulate
+    in fp32 (a bf16 sum over many chunks would lose the small contributions)."""
     import torch
 
     rows = chunk_rows(weight.shape[0])
-    h_all = hidden.to(weight.dtype)
+    dtype = compute_dtype(hidden, weight)
+    w = weight.to(dtype)
+    h_all = hidden.to(dtype)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     grad_h = torch.empty_like(h_all) if grads and hidden.requires_grad else None
-    grad_w = torch.zeros_like(weight) if grads and weight.requires_grad else None
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32 if dtype != weight.dtype else weight.dtype,
+                         device=weight.device) if grads and weight.requires_grad else None
     for start in range(0, h_all.shape[0], rows):
         h = h_all[start:start + rows]
         t = targets[start:start + rows]
-        logits = (h @ weight.t()).float()
+        logits = (h @ w.t()).float()
         lse = torch.logsumexp(logits, dim=-1)
         total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
         if grad_h is None and grad_w is None:
             continue
         probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
         probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0
-        d_logits = probs.div_(normalizer).to(weight.dtype)
+        d_logits = probs.div_(normalizer).to(dtype)
         if grad_h is not None:
-            grad_h[start:start + rows] = d_logits @ weight
-        if grad_w is not None:
+            grad_h[start:start + rows] = d_logits @ w
+        if grad_w is not None and grad_w.dtype == dtype:
             grad_w.addmm_(d_logits.t(), h)
+        elif grad_w is not None:
+            grad_w += d_logits.t() @ h  # half-precision product, fp32 sum
     loss = total / normalizer
-    return loss, (grad_h.to(hidden.dtype) if grad_h is not None else None), grad_w
+    return (loss, grad_h.to(hidden.dtype) if grad_h is not None else None,
+            grad_w.to(weight.dtype) if grad_w is not None else None)
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,7 +128,8 @@ def supports_fused_loss(model: Any) -> bool:
 
 
 def causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-    """The loss `model(**inputs).loss` would give (same shift, same -100s, same normaliser)."""
+    """The loss `model(**inputs).loss` would give (same shift, same -100s, same normaliser);
+    `model` is the causal LM itself (not a peft or DDP wrapper)."""
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     hidden = model.get_decoder()(**inputs).last_hidden_state
@@ -119,6 +141,35 @@ def causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any =
     if hasattr(normalizer, "to"):
         normalizer = normalizer.to(hidden.device)
     return linear_cross_entropy(rows, model.get_output_embeddings().weight, targets, normalizer)
+
+
+# what the causal LM's forward takes for itself and its decoder does not
+_HEAD_ONLY = ("logits_to_keep", "return_dict", "output_attentions", "output_hidden_states")
+
+
+def attach_chunked_loss(model: Any) -> None:
+    """From now on, calling the causal LM with `labels` returns the chunked loss (and no logits).
+
+    It goes into the model's own `forward` (the instance's, not the class's) rather than the
+    Trainer's compute_loss, so everything that wraps the model runs it as part of its forward:
+    peft, accelerate's autocast, and DDP, which prepares its gradient buckets in its own forward
+    (calling the decoder around the wrapper would skip that and break the gradient all-reduce).
+    Without labels the original forward runs (generation, logits)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    original = base.forward
+
+    @functools.wraps(original)
+    def forward(*args: Any, labels: Any = None, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+        if labels is None:
+            return original(*args, **kwargs)
+        if args:  # input_ids given positionally
+            kwargs["input_ids"] = args[0]
+        inputs = {k: v for k, v in kwargs.items() if v is not None and k not in _HEAD_ONLY}
+        return CausalLMOutputWithPast(loss=causal_lm_loss(base, {**inputs, "labels": labels}, num_items_in_batch))
+
+    base.forward = forward
 
 
 def answer_logprob_sums(model: Any, input_ids: Any, attention_mask: Any, answer_mask: Any) -> tuple[Any, Any]:

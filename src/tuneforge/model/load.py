@@ -55,6 +55,17 @@ def hub_errors(what: str, name: str, key: str = "model_name_or_path") -> Iterato
         raise _hub_error(what, name, exc, key) from None
 
 
+def load_model_config(m: ModelConfig) -> Any:
+    """The model's config.json through transformers (no weights): what the fast-path plan and the
+    memory estimate need to know about the architecture before anything heavy loads."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(m.model_name_or_path)
+    with hub_errors("model config", m.model_name_or_path):
+        return AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code, revision=m.model_revision,
+                                          cache_dir=m.cache_dir)
+
+
 def load_tokenizer(cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 

@@ -1,12 +1,13 @@
 """Supervised fine-tuning: prompt tokens masked, answers trained (labels built in data/encode/supervised.py).
 
 Batches are padding-free rows (or packed rows) unless the config asks for padding; the loss is the
-chunked one when the model allows it (model/kernels.py decides, train/trainer.py applies).
+chunked one when the model allows it (model/kernels.py decides; attached to the model's forward here).
 """
 
 from __future__ import annotations
 
 from tuneforge.data.collate import PaddingFreeCollator, padded_collator
+from tuneforge.model.fused_loss import attach_chunked_loss
 from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.run import run_trainer
 from tuneforge.train.trainer import CausalLMTrainer
@@ -18,8 +19,10 @@ def run(ctx: StageContext) -> StageResult:
         collator = PaddingFreeCollator()
     else:
         collator = padded_collator(ctx.tokenizer, ctx.precision.device)
+    if fast.fused_loss:
+        attach_chunked_loss(ctx.model)
     return run_trainer(ctx.args, ctx.model, ctx.tokenizer, ctx.data, collator, ctx.resume,
-                       trainer_class=CausalLMTrainer, fused_loss=fast.fused_loss)
+                       trainer_class=CausalLMTrainer)
 
 
 STAGE = StageDef("sft", run)

@@ -37,6 +37,7 @@ class _Tape:
         self.rope_bytes = rope_bytes  # cos + sin per token, saved once by the first layer that needs them
         self.saved: dict[int, int] = {}  # key -> bytes
         self.running = 0  # bytes saved so far (plus autocast's cached weight copies)
+        self.cached = 0  # of which autocast's cached half copies of fp32 weights
         self.peak = 0  # the forward's high-water mark: running + temporaries
         self.layer_start = 0
         self.layer_peak = 0  # the same, counted from the start of the current layer
@@ -56,9 +57,13 @@ class _Tape:
         self.saved[self._next] = nbytes
         self.running += nbytes
 
-    def add_fixed(self, nbytes: int) -> None:
-        """Bytes that do not scale with tokens (autocast's cached half copies of trained weights)."""
+    def add_fixed(self, nbytes: int, cached: bool = True) -> None:
+        """Bytes that do not scale with tokens: autocast's cached half copies of trained weights
+        (`cached`; they live until the forward's autocast context exits, saved or not) or other
+        weight-sized tensors autograd keeps."""
         self.running += nbytes
+        if cached:
+            self.cached += nbytes
 
     def keep(self, *tensors: TapeTensor) -> int:
         """Bytes per token of those tensors that are alive but not saved."""
@@ -143,7 +148,7 @@ class _Tape:
             # scaling, and the merged weight for its norm
             self.save(self.new(n_out, out_bytes, True))
             self.save(self.new(n_out, lora_bytes, True))
-            self.add_fixed(x.width * n_out * 4)
+            self.add_fixed(x.width * n_out * 4, cached=False)
         # result + lora_B(...) * scaling: lora_B's output and its scaled copy, then the sum (in the
         # wider dtype), then .to(result dtype); adds and scalar multiplies save nothing
         total = n_out * max(out_bytes, lora_bytes)
@@ -253,6 +258,7 @@ class Activations:
     other: int  # outside the layers: embedding indices, cos/sin, final norm
     forward_peak: int  # the whole forward's high-water mark without checkpointing
     final: TapeTensor  # the final norm's output (what the loss reads)
+    weight_copies: int = 0  # autocast's cached half copies of fp32 weights (in per_layer too)
 
     @property
     def saved(self) -> int:
@@ -279,6 +285,6 @@ def walk_activations(shape: Shape, plan: Plan, tokens: int, half: int, autocast:
         peaks.append(tape.layer_peak - rope)
     final = tape.rmsnorm(x, "model.norm.weight" in plan.trained, tape.keep(x))
     other = tape.running - sum(per_layer)
-    return Activations(per_layer, peaks, inputs, other, max(tape.peak, tape.running), final)
+    return Activations(per_layer, peaks, inputs, other, max(tape.peak, tape.running), final, tape.cached)
 
 

@@ -47,6 +47,8 @@ class MemoryEstimate:
     checkpointing: bool
     tokens: int
     notes: list[str] = field(default_factory=list)  # where the model is an approximation
+    forward_bytes: int = 0  # alive at the end of the forward before the loss: what autograd keeps (+ autocast's cache)
+    resident_grads_bytes: int = 0  # gradients kept across micro-batches (gradient accumulation)
 
     @property
     def peak_gib(self) -> float:

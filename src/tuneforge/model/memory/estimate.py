@@ -54,7 +54,8 @@ def _loss(shape: Shape, plan: Plan, tokens: int, final: TapeTensor, fused: bool,
 
 def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int,
                     checkpointing: bool, fused_loss: bool, attention: str = "varlen", autocast: bool = True,
-                    liger: bool = False, device: str = "cuda", optimizer_state_bytes: int = 8) -> MemoryEstimate:
+                    liger: bool = False, device: str = "cuda", optimizer_state_bytes: int = 8,
+                    accumulation: int = 1) -> MemoryEstimate:
     """Predicted peak memory of one training step.
 
     tokens: tokens of one micro-batch (padding-free; worst case per_device_train_batch_size x
@@ -62,7 +63,10 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     "sdpa" (flash-style, nothing T x T kept), "sdpa_masked" (SDPA with a block-diagonal mask),
     "eager". autocast: Trainer's torch.autocast is on around the forward (bf16/fp16 runs).
     liger: Liger's RMSNorm, SwiGLU and fused linear+cross-entropy replace transformers' own.
-    optimizer_state_bytes: per trainable parameter (AdamW: 8; 8-bit AdamW: 2)."""
+    optimizer_state_bytes: per trainable parameter (AdamW: 8; 8-bit AdamW: 2).
+    accumulation: gradient_accumulation_steps; above 1 every trainable parameter's fp32 gradient
+    stays alive through the next micro-batches' forward and backward (zero_grad runs after the
+    optimizer step only)."""
     if attention not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}, not {attention!r}")
     if tokens <= 0:
@@ -85,7 +89,8 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     backward_temp = math.ceil(BACKWARD_FACTOR[mode] * tokens * shape.intermediate * act_bytes)
     forward_saved, activation, working = _activation_terms(acts, checkpointing, loss_kept, backward_temp)
     grads_live = _grads_live(shape, plan, grads, fused_loss or liger)
-    dynamic = max(forward_saved + loss, activation + working + grads_live, grads)
+    resident = grads if accumulation > 1 else 0  # the earlier micro-batches' summed gradients
+    dynamic = max(forward_saved + loss + resident, activation + working + grads_live + resident, grads)
     overhead = 0
     if device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + math.ceil(ALLOCATOR_SLACK * (dynamic - grads_live))
@@ -93,7 +98,8 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     return MemoryEstimate(params=plan.params, trainable_params=plan.trainable, weights_bytes=weights,
                           grads_bytes=grads, optimizer_bytes=optimizer, activation_bytes=activation,
                           loss_bytes=loss, working_bytes=working, overhead_bytes=overhead, peak_bytes=peak,
-                          checkpointing=checkpointing, tokens=tokens, notes=notes)
+                          checkpointing=checkpointing, tokens=tokens, notes=notes, forward_bytes=forward_saved,
+                          resident_grads_bytes=resident)
 
 
 def _notes(shape: Shape, plan: Plan, liger: bool) -> list[str]:
@@ -112,15 +118,17 @@ def _notes(shape: Shape, plan: Plan, liger: bool) -> list[str]:
 
 def _activation_terms(acts: Activations, checkpointing: bool, loss_kept: int, backward_temp: int
                       ) -> tuple[int, int, int]:
-    """(saved by the forward, activations at the backward's start, working memory on top of them)."""
+    """(alive at the end of the forward, activations at the backward's start, working memory on top of them)."""
     if checkpointing:
         # non-reentrant checkpointing per decoder layer: each layer keeps only its input; the
         # backward recomputes one layer at a time (its forward temporaries and saved tensors
-        # exist once more), then runs that layer's backward
-        forward_saved = sum(acts.inputs) + acts.other
-        activation = forward_saved + max(acts.per_layer)
+        # exist once more), then runs that layer's backward. Autocast's cached half copies of the
+        # fp32 weights are not saved then, but the cache holds them all until the forward's
+        # autocast context exits (the loss runs inside it); the backward starts without them.
+        kept = sum(acts.inputs) + acts.other
+        activation = kept + max(acts.per_layer)
         busiest = max(max(p, s + backward_temp) for p, s in zip(acts.layer_peaks, acts.per_layer))
-        return forward_saved, activation, loss_kept + busiest - max(acts.per_layer)
+        return kept + acts.weight_copies, activation, loss_kept + busiest - max(acts.per_layer)
     # the forward's high-water mark (inside the last layer) or the first layer's backward
     return acts.saved, acts.saved, max(acts.forward_peak - acts.saved, loss_kept + backward_temp)
 
@@ -153,10 +161,11 @@ def saved_bytes(model_config: Any, method: MethodConfig, *, tokens: int, dtype_b
 def choose_checkpointing(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int,
                          card_bytes: int, fused_loss: bool, attention: str = "varlen", **kwargs: Any
                          ) -> tuple[bool, str]:
-    """(checkpointing on?, one line saying why, with the predicted peak and the card's memory)."""
+    """(checkpointing on?, one line saying why, with the predicted peak and `card_bytes`: the memory
+    the run may use, model/memory/settings.py's Budget)."""
     off = estimate_memory(model_config, method, tokens=tokens, dtype_bytes=dtype_bytes, checkpointing=False,
                           fused_loss=fused_loss, attention=attention, **kwargs)
-    card = f"{card_bytes / GIB:.0f} GiB card"
+    card = f"{card_bytes / GIB:.1f} GiB usable"
     if off.peak_bytes <= card_bytes:
         return False, f"off (predicted {off.peak_gib:.1f} GiB <= {card})"
     on = estimate_memory(model_config, method, tokens=tokens, dtype_bytes=dtype_bytes, checkpointing=True,

@@ -9,10 +9,14 @@ from typing import Any
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.config.stages import facts
-from tuneforge.model.attention import VARLEN
+from tuneforge.model.attention import VARLEN, VARLEN_EAGER
 from tuneforge.model.kernels import fused_loss_wanted, plan
 
 DEFAULT_CARD_GIB = 80.0
+# Kept free of what the estimate plans: other processes on the card, NCCL/cuBLAS workspaces that
+# grow later, fragmentation beyond the modelled slack. 5% of the card, at least 1 GiB.
+MARGIN_FRACTION = 0.05
+MARGIN_MIN_BYTES = 2**30
 
 
 def card_bytes(gpu_mem_gib: float | None = None) -> tuple[int, str]:
@@ -29,17 +33,35 @@ def card_bytes(gpu_mem_gib: float | None = None) -> tuple[int, str]:
     return int(DEFAULT_CARD_GIB * 2**30), "no GPU visible: assumed; set --gpu-mem-gib"
 
 
-def model_config(cfg: RunConfig) -> Any:
-    """The model's config.json through transformers, without weights."""
-    from transformers import AutoConfig
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What a run may plan to use on the card: its free memory minus a margin."""
 
-    from tuneforge.model.load import hub_errors, resolve_model_path
+    card: int
+    free: int
+    margin: int
 
-    m = cfg.model
-    path = resolve_model_path(m.model_name_or_path)
-    with hub_errors("model config", m.model_name_or_path):
-        return AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code, revision=m.model_revision,
-                                          cache_dir=m.cache_dir)
+    @property
+    def usable(self) -> int:
+        return max(0, self.free - self.margin)
+
+    def describe(self) -> str:
+        gib = 2**30
+        return (f"{self.usable / gib:.1f} GiB usable ({self.free / gib:.1f} GiB free - {self.margin / gib:.1f} GiB "
+                f"margin, {100 * MARGIN_FRACTION:.0f}% of the card, at least {MARGIN_MIN_BYTES / gib:.0f} GiB)")
+
+
+def memory_budget(gpu_mem_gib: float | None = None) -> Budget:
+    """`gpu_mem_gib` (a card planned for, all of it free), else the visible GPU's free memory now,
+    else an 80 GiB card; less the margin."""
+    card, _ = card_bytes(gpu_mem_gib)
+    free = card
+    if gpu_mem_gib is None:
+        import torch
+
+        if torch.cuda.is_available():
+            free = int(torch.cuda.mem_get_info()[0])
+    return Budget(card, free, max(MARGIN_MIN_BYTES, int(MARGIN_FRACTION * card)))
 
 
 def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict[str, Any]:
@@ -48,12 +70,12 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
     from tuneforge.model.fused_loss import supports_fused_config
 
     stage = cfg.method.stage
-    fast = plan(cfg, "cuda")  # packages the GPU lacks here only add notes, which estimate ignores
+    fast = plan(cfg, "cuda", config)  # packages the GPU lacks here only add notes, which estimate ignores
     # the machine estimating need not have liger installed: trust the config that asks for it
     fast = dataclasses.replace(fast, liger=bool(fast.liger or cfg.model.enable_liger_kernel) and facts(stage).padding_free)
     if fast.attn_implementation in (VARLEN, "flash_attention_2"):
         attention = "varlen"
-    elif fast.attn_implementation == "eager":
+    elif fast.attn_implementation in ("eager", VARLEN_EAGER):  # per sample: at most the whole row's T x T
         attention = "eager"
     else:  # sdpa with a block-diagonal or padding mask: no flash kernel, k/v repeated per head
         attention = "sdpa_masked"
@@ -62,14 +84,15 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
     worst *= facts(stage).sequences  # dpo/rm: chosen + rejected; kto: the batch plus its KL batch
     optim = str(cfg.train.extra.get("optim", "adamw_torch_fused"))
     state = 2 if "8bit" in optim else 0 if optim == "sgd" else 8
-    # autocast: train/trainer.py enters it around the chunked loss, as accelerate does around forward
+    # autocast: accelerate enters it around the model's forward (the chunked loss runs inside it)
     return {"tokens": tokens or worst, "attention": attention, "liger": fast.liger, "fused_loss": fused,
-            "autocast": True, "optimizer_state_bytes": state, "padding_free": fast.padding_free}
+            "autocast": True, "optimizer_state_bytes": state, "padding_free": fast.padding_free,
+            "accumulation": cfg.train.gradient_accumulation_steps}
 
 
 def estimate_args(run: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of estimate_memory / choose_checkpointing from run_settings."""
-    keys = ("tokens", "fused_loss", "attention", "autocast", "liger", "optimizer_state_bytes")
+    keys = ("tokens", "fused_loss", "attention", "autocast", "liger", "optimizer_state_bytes", "accumulation")
     return {**{k: run[k] for k in keys}, "dtype_bytes": 2}  # a CUDA run trains in bf16 (fp16 without bf16)
 
 
@@ -84,11 +107,12 @@ def worst_micro_batch(lengths: list[int], batch_size: int, padding_free: bool) -
 
 def decide_checkpointing(cfg: RunConfig, tokens: int | None = None) -> tuple[bool, str]:
     """For `train` on a GPU when the config leaves checkpointing open: on only if the predicted
-    peak of the largest micro-batch (`tokens`; default batch x cutoff_len) exceeds the card."""
+    peak of the largest micro-batch (`tokens`; default batch x cutoff_len) exceeds the card's free
+    memory less the margin."""
+    from tuneforge.model.load import load_model_config
     from tuneforge.model.memory.estimate import choose_checkpointing
 
-    config = model_config(cfg)
-    card, _ = card_bytes()
+    config = load_model_config(cfg.model)
     run = run_settings(cfg, config, tokens)
-    return choose_checkpointing(config, cfg.method, card_bytes=card, **estimate_args(run))
+    return choose_checkpointing(config, cfg.method, card_bytes=memory_budget().usable, **estimate_args(run))
 
