@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, VALUE_HINTS
 from tuneforge.config.schema import SECTIONS, RunConfig
+from tuneforge.textfile import TextProblem, read_text
 
 # LLaMA-Factory keys accepted so its YAML files load unchanged, although nothing acts on them here:
 # key -> the note printed when one is set.
@@ -66,28 +67,42 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """' line N: not valid YAML (what)' from PyYAML's error."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    # PyYAML finds an unclosed bracket or quote on a later line; say where it was opened
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and (mark is None or start.line != mark.line):
+        problem += f"; {context} that starts at line {start.line + 1}"
+    return f"{where}: not valid YAML ({problem})"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's top-level keys. UTF-8 with or without a BOM (Windows editors); any
+    other encoding is named with the command that converts it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
+        raw = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        # PyYAML finds an unclosed bracket or quote on a later line; say where it was opened
-        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and start is not None and (mark is None or start.line != mark.line):
-            problem += f"; {context} that starts at line {start.line + 1}"
-        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{path}{_yaml_problem(exc)}") from None
+    except TextProblem as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected 'key: value' lines at the top level")
+    for key in raw:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: key {key!r} is not a name (keys are words such as learning_rate; YAML "
+                              "reads yes/no/on/off and numbers as values, so quote such a key)")
     return raw
 
 

@@ -3,12 +3,13 @@
 JSON, JSONL, CSV and TXT are parsed here (not through `datasets`) so that a broken file is
 reported with its line number; Parquet and Arrow go through pyarrow; hub datasets through
 `datasets.load_dataset`. Each row comes with a label ("record 12" / "line 13") for messages.
+Text files are decoded by `tuneforge.textfile`: UTF-8 with or without a BOM, or the entry's
+`"encoding"`; any other encoding is named with the command that converts it.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,55 +17,99 @@ from typing import Any
 
 from tuneforge.config.errors import DataError
 from tuneforge.data.registry import DatasetSpec
+from tuneforge.textfile import TextProblem, open_text, parse_json, read_text
 
 SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
 Row = tuple[str, dict[str, Any]]  # (label, row)
+# csv refuses fields over 128 KiB by default; pandas (LLaMA-Factory's CSV path) has no such limit and
+# pre-training documents are often longer
+CSV_FIELD_LIMIT = 1 << 30
 
 
-def _json(path: Path) -> Iterator[Row]:
-    text = path.read_text(encoding="utf-8")
+def _lone_surrogate(value: Any) -> str | None:
+    """A JSON escape like "\\ud800" that is half of a character (json.loads lets it through; UTF-8, the
+    tokenizer and Arrow cannot hold it), as the escape text; None when there is none."""
+    stack = [value]
+    while stack:  # a loop, not recursion: records may nest deeply
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return f"\\u{ord(item[exc.start]):04x}"
+        elif isinstance(item, dict):
+            stack += list(item.keys()) + list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return None
+
+
+def _record(value: Any, source: str) -> Any:
+    bad = _lone_surrogate(value)
+    if bad:
+        raise DataError(f"has the escape {bad}, half of a UTF-16 surrogate pair and not a character on its own; "
+                        "fix or remove it", source=source)
+    return value
+
+
+def _json(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
+    text = read_text(path, encoding, setting=setting)
+    if not text.strip():
+        return  # an empty file: no records (the loader says so with the dataset's name)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
-            yield from _jsonl(path)  # a .json file holding one object per line
+        data = parse_json(text)
+    except TextProblem as exc:
+        if str(exc).endswith("Extra data") and text.lstrip().startswith("{"):
+            yield from _jsonl(path, encoding, setting)  # a .json file holding one object per line
             return
-        raise DataError(f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        source=str(path)) from None
+        raise DataError(str(exc), source=str(path)) from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
         raise DataError("expected a list of records", source=str(path))
     for index, row in enumerate(data):
-        yield f"record {index}", row
+        yield f"record {index}", _record(row, f"{path} record {index}")
 
 
-def _jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as handle:
+def _jsonl(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
+    with open_text(path, encoding, setting=setting) as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                yield f"line {lineno}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON at column {exc.pos + 1}: {exc.msg}",
-                                source=f"{path} line {lineno}") from None
+                row = parse_json(line, one_line=True)
+            except TextProblem as exc:
+                raise DataError(str(exc), source=f"{path} line {lineno}") from None
+            yield f"line {lineno}", _record(row, f"{path} line {lineno}")
 
 
-def _csv(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        for index, row in enumerate(csv.DictReader(handle)):
-            yield f"line {index + 2}", dict(row)
+def _csv(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
+    limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with open_text(path, encoding, setting=setting, newline="") as handle:
+            reader = csv.DictReader(handle)
+            try:
+                for row in reader:
+                    if None in row:  # more cells than the header has names
+                        raise DataError(f"has {len(reader.fieldnames or []) + len(row[None])} fields but the header "
+                                        f"has {len(reader.fieldnames or [])}; put quotes around text that holds "
+                                        "commas", source=f"{path} line {reader.line_num}")
+                    yield f"line {reader.line_num}", row
+            except csv.Error as exc:
+                raise DataError(f"not valid CSV: {exc}", source=f"{path} line {reader.line_num}") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
-def _txt(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as handle:
+def _txt(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
+    with open_text(path, encoding, setting=setting) as handle:
         for lineno, line in enumerate(handle, start=1):
             if line.strip():
                 yield f"line {lineno}", {"text": line.rstrip("\n")}
 
 
-def _arrow_like(path: Path) -> Iterator[Row]:
+def _arrow_like(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -88,15 +133,20 @@ READERS = {".json": _json, ".jsonl": _jsonl, ".csv": _csv, ".txt": _txt, ".parqu
            ".arrow": _arrow_like}
 
 
-def read_file(path: Path) -> Iterator[Row]:
+def read_file(path: Path, encoding: str | None = None, setting: str | None = None) -> Iterator[Row]:
+    """(label, row) for every record of one file. Text files are UTF-8 (a BOM is dropped) unless
+    `encoding` names another codec; `setting` says where the user can set it, for the message that
+    names a file's real encoding."""
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"unsupported file type '{path.suffix}' (use {', '.join(sorted(SUFFIXES))})",
                         source=str(path))
     try:
-        yield from reader(path)
-    except UnicodeDecodeError:
-        raise DataError("not UTF-8 text", source=str(path)) from None
+        yield from reader(path, encoding, setting)
+    except TextProblem as exc:
+        raise DataError(str(exc), source=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror or exc})", source=str(path)) from None
 
 
 def local_files(spec: DatasetSpec) -> list[Path]:
@@ -118,8 +168,9 @@ def local_files(spec: DatasetSpec) -> list[Path]:
 def read_rows(spec: DatasetSpec, cache_dir: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Yield (source, label, row) for every raw record of the dataset."""
     if spec.load_from == "file":
+        setting = None if spec.builtin else f"the '{spec.name}' entry of {spec.info_file}"
         for path in local_files(spec):
-            for label, row in read_file(path):
+            for label, row in read_file(path, spec.encoding, setting):
                 yield str(path), label, row
         return
     yield from _hub_rows(spec, cache_dir)

@@ -6,12 +6,12 @@ datasets shipped inside tuneforge (`data/builtin/`), so `dataset: identity` work
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tuneforge.config.errors import ConfigError, DataError
+from tuneforge.textfile import TextProblem, parse_json, read_text, reading_codec
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 COLUMN_NAMES = {"prompt", "query", "response", "history", "messages", "system", "tools", "images",
@@ -19,7 +19,7 @@ COLUMN_NAMES = {"prompt", "query", "response", "history", "messages", "system", 
 TAG_NAMES = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
              "system_tag"}
 ENTRY_KEYS = {"file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name",
-              "formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags"}
+              "formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags", "encoding"}
 
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
 SHAREGPT_COLUMNS = {"messages": "conversations"}
@@ -44,6 +44,7 @@ class DatasetSpec:
     tags: dict[str, str] = field(default_factory=dict)
     builtin: bool = False
     info_file: str = ""
+    encoding: str | None = None  # of the file(s); None: UTF-8, with or without a BOM
 
     def column(self, key: str) -> str | None:
         defaults = ALPACA_COLUMNS if self.formatting == "alpaca" else SHAREGPT_COLUMNS
@@ -55,13 +56,42 @@ class DatasetSpec:
 
 def _read_info(path: Path) -> dict[str, Any]:
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        source=str(path)) from None
+        info = parse_json(read_text(path))
+    except TextProblem as exc:
+        raise DataError(str(exc), source=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror or exc})", source=str(path)) from None
     if not isinstance(info, dict):
         raise DataError("expected an object mapping dataset names to descriptions", source=str(path))
     return info
+
+
+def _names(entry: dict[str, Any], key: str, known: set[str], where: str) -> dict[str, str]:
+    """`columns` or `tags`: an object mapping known roles to the dataset's names (strings)."""
+    value = entry.get(key) or {}
+    if not isinstance(value, dict):
+        raise DataError(f"'{key}' must be an object, got {type(value).__name__}", source=where)
+    for role, name in value.items():
+        if role not in known:
+            raise DataError(f"unknown {'column role' if key == 'columns' else 'tag'} '{role}' in '{key}' (known: "
+                            f"{', '.join(sorted(known))})", source=where)
+        if not isinstance(name, str):
+            raise DataError(f"'{key}' maps '{role}' to {name!r}; it must be a name (a string)", source=where)
+    return dict(value)
+
+
+def _encoding(entry: dict[str, Any], where: str) -> str | None:
+    """The entry's `encoding` (ours, not LLaMA-Factory's): a Python codec name for its text files."""
+    encoding = entry.get("encoding")
+    if encoding is None:
+        return None
+    if not isinstance(encoding, str):
+        raise DataError(f"'encoding' must be a codec name such as \"gb18030\", got {encoding!r}", source=where)
+    try:
+        reading_codec(encoding)
+    except TextProblem as exc:
+        raise DataError(f"'encoding': {exc}", source=where) from None
+    return encoding
 
 
 def _spec(name: str, entry: Any, base_dir: Path, info_file: Path, builtin: bool) -> DatasetSpec:
@@ -69,7 +99,7 @@ def _spec(name: str, entry: Any, base_dir: Path, info_file: Path, builtin: bool)
     if not isinstance(entry, dict):
         raise DataError("the description must be an object", source=where)
     formatting = entry.get("formatting", "alpaca")
-    tags = dict(entry.get("tags") or {})
+    tags = _names(entry, "tags", TAG_NAMES, where)
     if formatting == "openai":  # the OpenAI messages layout is ShareGPT with role/content tags
         formatting, tags = "sharegpt", {**OPENAI_TAGS, **tags}
     if formatting not in ("alpaca", "sharegpt"):
@@ -78,20 +108,13 @@ def _spec(name: str, entry: Any, base_dir: Path, info_file: Path, builtin: bool)
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
                                     or num_samples < 1):
         raise DataError(f"'num_samples' must be a whole number above 0, got {num_samples!r}", source=where)
-    columns = entry.get("columns") or {}
-    if not isinstance(columns, dict) or not isinstance(tags, dict):
-        raise DataError("'columns' and 'tags' must be objects", source=where)
-    for key in columns:
-        if key not in COLUMN_NAMES:
-            raise DataError(f"unknown column role '{key}' in 'columns' (known: {', '.join(sorted(COLUMN_NAMES))})",
-                            source=where)
-    for key in tags:
-        if key not in TAG_NAMES:
-            raise DataError(f"unknown tag '{key}' in 'tags' (known: {', '.join(sorted(TAG_NAMES))})", source=where)
     common = dict(formatting=formatting, ranking=bool(entry.get("ranking", False)), subset=entry.get("subset"),
                   split=entry.get("split", "train"), folder=entry.get("folder"),
-                  num_samples=num_samples, columns=dict(columns), tags=tags, builtin=builtin,
-                  info_file=str(info_file))
+                  num_samples=num_samples, columns=_names(entry, "columns", COLUMN_NAMES, where), tags=tags,
+                  builtin=builtin, info_file=str(info_file), encoding=_encoding(entry, where))
+    for key in ("file_name", "script_url", "hf_hub_url", "ms_hub_url"):
+        if entry.get(key) and not isinstance(entry[key], str):
+            raise DataError(f"'{key}' must be a string, got {entry[key]!r}", source=where)
     if entry.get("file_name"):
         return DatasetSpec(name, "file", str(base_dir / entry["file_name"]), **common)
     if entry.get("script_url"):

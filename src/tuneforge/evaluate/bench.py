@@ -46,6 +46,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.data.example import Message
 from tuneforge.data.readers import read_file
 from tuneforge.log import note
+from tuneforge.textfile import TextProblem, open_text, parse_json, read_text
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 CHOICES = ("A", "B", "C", "D")
@@ -126,12 +127,9 @@ def find_task_folder(task: str, task_dir: str | Path) -> tuple[Path, str, str]:
 
 def _read_mapping(path: Path) -> dict[str, dict[str, str]]:
     try:
-        mapping = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        source=str(path)) from None
-    except UnicodeDecodeError:
-        raise DataError("not UTF-8 text", source=str(path)) from None
+        mapping = parse_json(read_text(path))
+    except TextProblem as exc:
+        raise DataError(str(exc), source=str(path)) from None
     if not isinstance(mapping, dict) or not mapping:
         raise DataError('expected an object {"<subject>": {"name": ..., "category": ...}} with at least one subject',
                         source=str(path))
@@ -180,8 +178,13 @@ def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
 def _headerless_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """MMLU's CSV files: no header row, six columns (question, A, B, C, D, answer). data.readers reads
     CSV by its header row only, so these rows are taken here."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        table = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    try:
+        with open_text(path, newline="") as handle:
+            table = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except TextProblem as exc:
+        raise DataError(str(exc), source=str(path)) from None
+    except csv.Error as exc:
+        raise DataError(f"not valid CSV: {exc}", source=str(path)) from None
     if not table or all(col.lower() in [cell.strip().lower() for cell in table[0]] for col in COLUMNS):
         return []  # empty, or a header row and nothing under it
     if len(table[0]) == 6:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from tuneforge.config.errors import DataError
+from tuneforge.textfile import TextProblem, parse_json
 
 
 def text_field(row: dict[str, Any], column: str | None, where: str, *, required: bool, what: str = "") -> str | None:
@@ -29,20 +30,30 @@ def text_field(row: dict[str, Any], column: str | None, where: str, *, required:
 
 
 def tools_field(row: dict[str, Any], column: str | None, where: str) -> str | None:
-    """Tool descriptions may be a JSON string or a JSON value; normalise to a JSON string."""
+    """Tool descriptions may be a JSON string or a JSON value: a list of tool objects, or one; normalise
+    to a JSON string."""
     if column is None or row.get(column) in (None, "", []):
         return None
     value = row[column]
     if isinstance(value, str):
         try:
-            json.loads(value)
-        except json.JSONDecodeError:
+            parsed = parse_json(value)
+        except TextProblem:
             raise DataError(f"'{column}' is not valid JSON", source=where, key=column) from None
+        _check_tools(parsed, column, where)
         return value
     if isinstance(value, (list, dict)):
+        _check_tools(value, column, where)
         return json.dumps(value, ensure_ascii=False)
     raise DataError(f"'{column}' must be a JSON string or list, got {type(value).__name__}", source=where,
                     key=column)
+
+
+def _check_tools(tools: Any, column: str, where: str) -> None:
+    if isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools) or isinstance(tools, dict):
+        return
+    raise DataError(f"'{column}' must be a list of tool descriptions (JSON objects), got {tools!r:.60}",
+                    source=where, key=column)
 
 
 def kto_tag(row: dict[str, Any], column: str | None, where: str) -> bool | None:
