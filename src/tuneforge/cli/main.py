@@ -129,10 +129,21 @@ def run() -> None:
     from tuneforge.log import to_stderr
 
     to_stderr()
+    from tuneforge.train.stop import EXIT_STOPPED, Interrupted, TrainingStopped
+
     try:
         app()
+    except Interrupted as exc:  # SIGINT/SIGTERM while `train` was not training (train/stop.py)
+        print(f"tuneforge: {exc}", file=sys.stderr)
+        raise SystemExit(exc.code) from None
+    except TrainingStopped:  # `train` saved the step and printed how to resume
+        raise SystemExit(EXIT_STOPPED) from None
+    except SystemExit as exc:
+        if _interrupted(exc):  # typer turns Ctrl-C into a silent exit 130: say it
+            print("tuneforge: interrupted", file=sys.stderr)
+        raise
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("tuneforge: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as exc:
         from tuneforge.config.errors import TuneforgeError
@@ -141,3 +152,14 @@ def run() -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """A KeyboardInterrupt behind this exception (typer raises Exit(130) from it, then SystemExit)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -52,29 +52,63 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.cli.config import load_config
     from tuneforge.evaluate.predict import maybe_predict
 
+    from tuneforge.train import stop
+
     cfg = load_config(config_path, overrides)
     if not cfg.train.do_train:  # LLaMA-Factory predicts through `train` with do_train: false
         return maybe_predict(cfg)
-    run = setup(cfg)
-    prepared = prepare(run)
-    run, model = build(run)
-    result = fit(run, prepared, model)
-    finish(run, result)
+    with stop.catching():  # SIGTERM/SIGINT: see train/stop.py
+        run = setup(cfg)
+        if run is None:  # resuming a run that already reached its last step (setup said so)
+            return None
+        prepared = prepare(run)
+        run, model = build(run)
+        try:
+            result = fit(run, prepared, model)
+        except stop.TrainingStopped as stopped:
+            report_stop(run, stopped, resume_command(config_path, overrides))
+            raise
+        finish(run, result)
 
 
-def setup(cfg: RunConfig) -> Setup:
+def resume_command(config_path: Path, overrides: list[str]) -> str:
+    """The command line that continues this run: the same config and overrides, resuming."""
+    import shlex
+
+    kept = [o for o in overrides if o.partition("=")[0].strip() != "resume_from_checkpoint"]
+    return shlex.join(["tuneforge", "train", str(config_path), *kept, "resume_from_checkpoint=true"])
+
+
+def report_stop(run: Setup, stopped: Any, command: str) -> None:
+    """A run stopped by a signal: its loss plots, then the one line saying where it stopped."""
+    from tuneforge.train.plot import plot_losses
+
+    if run.cfg.method.plot_loss:
+        plot_losses(stopped.log_history, run.cfg.train.output_dir)
+    note(stopped.line(command))
+
+
+def setup(cfg: RunConfig) -> Setup | None:
+    """None when resuming a run that already reached its last step (a note says so; nothing changes)."""
     from tuneforge.model import kernels
-    from tuneforge.model.load import choose_precision
+    from tuneforge.model.load import choose_precision, load_model_config
     from tuneforge.stages.registry import get_stage
+    from tuneforge.train.disk import check_disk
     from tuneforge.train.outputs import check_output_dir
+    from tuneforge.train.resume import finished
 
     stage = get_stage(cfg.method.stage)
     stage.check(cfg)  # stage settings that need no weights: fail before anything loads
     resume = check_output_dir(cfg)
+    if resume and (done := finished(resume, cfg.train)):
+        note(done)
+        return None
     precision = choose_precision(cfg.train, cfg.method.finetuning_type)
+    model_config = load_model_config(cfg.model)
+    check_disk(cfg, model_config, precision.load_dtype)  # writable, room for a checkpoint
     if precision.note:
         note(precision.note)
-    fast = kernels.plan(cfg, precision.device)
+    fast = kernels.plan(cfg, precision.device, model_config)
     for text in fast.notes:
         note(text)
     if cfg.model.use_unsloth:

@@ -25,18 +25,17 @@ the bare base model. Dropout is switched off: PPO's probability ratio must start
 
 Outputs as for the other stages: the adapter, value_head.safetensors next to it, trainer_log.jsonl
 (loss, lr, reward, kl, ...), trainer_state.json, all_results.json, training_loss.png and
-training_reward.png. Resuming a PPO run from a checkpoint is not supported.
+training_reward.png. Checkpoints (stages/ppo_state.py) hold the whole loop state, so
+resume_from_checkpoint continues a stopped run exactly; SIGTERM/SIGINT save the step and stop as in
+every other stage (train/stop.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,7 +51,6 @@ VALUE_CLIP = 0.2  # value predictions move at most this far from the rollout's v
 VALUE_COEF = 0.1  # weight of the value loss in the total loss
 GAMMA, LAMBDA = 1.0, 0.95  # discount and GAE lambda
 INIT_KL_COEF, KL_HORIZON = 0.2, 10_000  # adaptive KL controller: starting coefficient and horizon
-VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 def check(cfg: RunConfig) -> None:
@@ -64,9 +62,6 @@ def check(cfg: RunConfig) -> None:
                           "reference model is the policy with its adapter disabled; full or freeze would need a "
                           "second model copy")
     check_reward_model(cfg.pref, cfg.method.stage)
-    if cfg.train.resume_from_checkpoint:
-        raise ConfigError("stage ppo cannot resume from a checkpoint; continue from its adapter with "
-                          "adapter_name_or_path instead")
 
 
 def build_model(cfg: RunConfig, precision: Precision, attention: str | None) -> PolicyWithValue:
@@ -313,23 +308,6 @@ def _every(value: float, total: int) -> int:
     return max(1, math.ceil(value * total)) if value < 1 else int(value)
 
 
-def _save(model: PolicyWithValue, tokenizer: Any, folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    model.policy.save_pretrained(str(folder))
-    head = {k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()}
-    save_file(head, str(folder / VALUE_HEAD_FILE))
-    tokenizer.save_pretrained(str(folder))
-
-
-def _write_results(folder: Path, metrics: dict[str, Any]) -> None:
-    from tuneforge.atomic import write_atomic
-
-    for name in ("train_results.json", "all_results.json"):
-        write_atomic(folder / name, json.dumps(metrics, indent=4, sort_keys=True) + "\n")
-
-
 def _prompt_batches(prompts: list[list[int]], size: int, seed: int):
     """Endless batches of `size` prompts, walking through freshly shuffled epochs; yields (batch, prompts seen)."""
     order, queue, seen = torch.Generator().manual_seed(seed), [], 0
@@ -394,21 +372,20 @@ def _step(ppo: PPO, chosen: list[list[int]], optimizer: Any, scheduler: Any, par
             "response_length": torch.cat([ro.mask.sum(1) for ro in batch]).mean().item()}
 
 
-def _save_checkpoint(ctx: StageContext, model: PolicyWithValue, state: Any, step: int) -> None:
-    from tuneforge.train.outputs import checkpoints
+@dataclass
+class Training:
+    """What the loop updates besides the model: optimizer, scheduler, and every step's loss so far."""
 
-    out, limit = Path(ctx.args.output_dir), ctx.args.save_total_limit
-    _save(model, ctx.tokenizer, out / f"checkpoint-{step}")
-    state.save_to_json(str(out / f"checkpoint-{step}" / "trainer_state.json"))
-    for old in checkpoints(out)[:-limit] if limit else []:
-        shutil.rmtree(old)
+    optimizer: Any
+    scheduler: Any
+    params: list[Any]
+    losses: list[float] = field(default_factory=list)
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import TrainerControl, TrainerState, set_seed
+    from transformers import TrainerState, set_seed
 
     from tuneforge.model.reward import load_reward_scorer
-    from tuneforge.train.callbacks import JsonlLogCallback
 
     args, pref = ctx.args, ctx.cfg.pref
     set_seed(args.seed)
@@ -416,45 +393,77 @@ def run(ctx: StageContext) -> StageResult:
     ppo = PPO(ctx, load_reward_scorer(pref, ctx.cfg.model, ctx.template, ctx.precision, ctx.attention))
     prompts = [list(p) for p in ctx.data.train["prompt_ids"]]
     per_step, total, updates = _steps(args, pref, len(prompts))
-    optimizer, scheduler, params = _optimizer(model, args, updates)
-    state, control = TrainerState(max_steps=total, num_train_epochs=args.num_train_epochs), TrainerControl()
+    training = Training(*_optimizer(model, args, updates))
+    state = TrainerState(max_steps=total, num_train_epochs=args.num_train_epochs)
+    if ctx.resume:
+        from tuneforge.stages.ppo_state import load_checkpoint
+
+        state = load_checkpoint(ctx.resume, ppo, training)  # RNG states included: the next rollouts repeat
+    return _loop(ctx, ppo, training, state, prompts, per_step)
+
+
+def _loop(ctx: StageContext, ppo: PPO, training: Training, state: Any, prompts: list[list[int]],
+          per_step: int) -> StageResult:
+    """Steps state.global_step + 1 .. state.max_steps, then the final files; a signal saves the step and
+    raises TrainingStopped (train/stop.py)."""
+    from transformers import TrainerControl
+
+    from tuneforge.stages.ppo_state import save_checkpoint
+    from tuneforge.train import stop
+    from tuneforge.train.callbacks import JsonlLogCallback
+
+    args, total, control = ctx.args, state.max_steps, TrainerControl()
     callbacks = [JsonlLogCallback(args.output_dir), _progress()]
-    for cb in callbacks:
-        cb.on_train_begin(args, state, control)
     log_every = _every(args.logging_steps, total)
     save_every = _every(args.save_steps, total) if getattr(args.save_strategy, "value", None) == "steps" else 0
     batches = _prompt_batches(prompts, per_step, args.seed)
-    started, losses = time.time(), []
-    for step in range(1, total + 1):
-        chosen, seen = next(batches)
-        logs = _step(ppo, chosen, optimizer, scheduler, params)
-        losses.append(logs["loss"])
-        state.global_step, state.epoch = step, seen / len(prompts)
+    seen = 0
+    for _ in range(state.global_step):  # a resumed run: the prompts those steps used
+        _, seen = next(batches)
+    seen_before = seen
+    with stop.training(f"after training finished; its outputs are in {args.output_dir}") as stops:
         for cb in callbacks:
-            cb.on_step_end(args, state, control)
-        if step % log_every == 0 or step in (1, total):
-            state.log_history.append({**{k: round(v, 6) for k, v in logs.items()}, "epoch": round(state.epoch, 4),
-                                      "step": step})
+            cb.on_train_begin(args, state, control)
+        started, first = time.time(), state.global_step
+        for step in range(first + 1, total + 1):
+            chosen, seen = next(batches)
+            logs = _step(ppo, chosen, training.optimizer, training.scheduler, training.params)
+            training.losses.append(logs["loss"])
+            state.global_step, state.epoch = step, seen / len(prompts)
             for cb in callbacks:
-                cb.on_log(args, state, control, logs=logs)
-        if save_every and step % save_every == 0 and step < total:
-            _save_checkpoint(ctx, model, state, step)
-    for cb in callbacks:
-        cb.on_train_end(args, state, control)
-    return _finish(ctx, model, state, losses, seen, time.time() - started)
+                cb.on_step_end(args, state, control)
+            if step % log_every == 0 or step in (1, total):
+                state.log_history.append({**{k: round(v, 6) for k, v in logs.items()},
+                                          "epoch": round(state.epoch, 4), "step": step})
+                for cb in callbacks:
+                    cb.on_log(args, state, control, logs=logs)
+            signalled = stops is not None and stops.received is not None
+            if step < total and (signalled or save_every and step % save_every == 0):
+                checkpoint = save_checkpoint(ctx, ppo, training, state)
+                if signalled:
+                    callbacks[1].on_train_end(args, state, control)  # close the progress bar
+                    raise stop.TrainingStopped(stops.received, step, total, str(checkpoint), state.log_history)
+        for cb in callbacks:
+            cb.on_train_end(args, state, control)
+        result = _finish(ctx, ppo.model, state, training.losses, seen - seen_before, time.time() - started, first)
+        if stops is not None and stops.received is not None:
+            raise stop.TrainingStopped(stops.received, total, total, "", state.log_history, finished=True)
+    return result
 
 
 def _finish(ctx: StageContext, model: PolicyWithValue, state: Any, losses: list[float], seen: int,
-            runtime: float) -> StageResult:
-    out, total = Path(ctx.args.output_dir), state.global_step
-    _save(model, ctx.tokenizer, out)
-    state.save_to_json(str(out / "trainer_state.json"))
+            runtime: float, step: int = 0) -> StageResult:
+    """The final files. `seen` prompts and the steps after `step` are this process's (a resumed run's
+    speed counts only its own steps)."""
+    from tuneforge.stages.ppo_state import write_outputs
+
+    total = state.global_step
     rewards = [e["reward"] for e in state.log_history]
     metrics = {"epoch": round(state.epoch, 4), "train_loss": sum(losses) / len(losses),
-               "train_runtime": round(runtime, 4), "train_steps_per_second": round(total / runtime, 3),
+               "train_runtime": round(runtime, 4), "train_steps_per_second": round((total - step) / runtime, 3),
                "train_samples_per_second": round(seen / runtime, 3), "reward": rewards[-1],
                "reward_first": rewards[0], "kl": state.log_history[-1]["kl"], "total_ppo_steps": total}
-    _write_results(out, metrics)
+    write_outputs(ctx, model, state, metrics)
     return StageResult(metrics, None, state.log_history, plot_keys=("loss", "reward", "kl"))
 
 

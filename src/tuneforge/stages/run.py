@@ -11,20 +11,47 @@ from tuneforge.stages import StageResult
 def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collator: Any,
                 resume: str | None, trainer_class: Any = None, **trainer_kwargs: Any) -> StageResult:
     """Train with `args` (built and checked before any weights load) and write the standard outputs.
-    Preference stages pass their trl trainer class and its extra arguments."""
+    Preference stages pass their trl trainer class and its extra arguments. Every save is atomic
+    (train/saves.py); a SIGTERM/SIGINT saves the step under way and ends in TrainingStopped."""
     from transformers import PrinterCallback, ProgressCallback, Trainer
 
-    from tuneforge.train.callbacks import ConciseProgress, JsonlLogCallback
+    from tuneforge.train import stop
+    from tuneforge.train.callbacks import ConciseProgress, JsonlLogCallback, StopCallback
+    from tuneforge.train.saves import with_atomic_saves
 
     train = data.train.remove_columns([c for c in data.train.column_names if c == "full_len"])
     evals = data.eval.remove_columns([c for c in data.eval.column_names if c == "full_len"]) if data.eval else None
-    trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=train, eval_dataset=evals,
-                                         data_collator=collator, processing_class=tokenizer,
-                                         callbacks=[JsonlLogCallback(args.output_dir)], **trainer_kwargs)
+    trainer = with_atomic_saves(trainer_class or Trainer)(
+        model=model, args=args, train_dataset=train, eval_dataset=evals, data_collator=collator,
+        processing_class=tokenizer, callbacks=[JsonlLogCallback(args.output_dir), StopCallback(stop.active())],
+        **trainer_kwargs)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ConciseProgress())
-    result = trainer.train(resume_from_checkpoint=resume)
+    with stop.training(f"after training finished; its outputs are in {args.output_dir}") as stops:
+        result = trainer.train(resume_from_checkpoint=resume)
+        signum = stops.received if stops else None
+        if signum is not None and trainer.state.global_step < trainer.state.max_steps:
+            raise stopped(trainer, signum)
+        outputs = _write_outputs(trainer, result, evals is not None)
+        if signum is not None:  # the signal came during the last step: the run is complete all the same
+            raise stopped(trainer, signum, finished=True)
+    return outputs
+
+
+def stopped(trainer: Any, signum: int, finished: bool = False) -> Any:
+    from pathlib import Path
+
+    from tuneforge.train.stop import TrainingStopped
+
+    state = trainer.state
+    checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{state.global_step}"
+    return TrainingStopped(signum, state.global_step, state.max_steps, str(checkpoint), state.log_history, finished)
+
+
+def _write_outputs(trainer: Any, result: Any, has_eval: bool) -> StageResult:
+    """The final model, train (and eval) metrics, and trainer_state.json last: its presence at the last
+    step is what tells a later resume that this run's final files are all written."""
     metrics = dict(result.metrics)
     tokens = trainer.state.num_input_tokens_seen
     if tokens and metrics.get("train_runtime"):
@@ -33,12 +60,12 @@ def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collat
     trainer.save_model()
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
-    trainer.save_state()
     eval_metrics = None
-    if evals is not None:
+    if has_eval:
         eval_metrics = _final_eval(trainer)
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
+    trainer.save_state()
     return StageResult(metrics, eval_metrics, trainer.state.log_history)
 
 

@@ -1,4 +1,5 @@
-"""Trainer callbacks: LLaMA-Factory's trainer_log.jsonl, and one readable line per log step."""
+"""Trainer callbacks: LLaMA-Factory's trainer_log.jsonl, one readable line per log step, and stopping
+on a signal (train/stop.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from transformers import ProgressCallback, TrainerCallback
+
+from tuneforge.atomic import write_atomic
+from tuneforge.log import note
+from tuneforge.train import testhooks
+from tuneforge.train.disk import save_errors
+from tuneforge.train.stop import StopSignals
 
 LOG_NAME = "trainer_log.jsonl"
 
@@ -40,12 +47,8 @@ class JsonlLogCallback(TrainerCallback):
             return
         self.start, self.start_step = time.time(), state.global_step
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if state.global_step > 0 and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip() and json.loads(line).get("current_steps", 0) <= state.global_step:
-                    kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = kept_lines(self.path, state.global_step) if state.global_step > 0 else []
+        write_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & set(logs)) or "train_loss" in logs:
@@ -65,8 +68,29 @@ class JsonlLogCallback(TrainerCallback):
                 "train_runtime", "train_tokens_per_second"}
         record.update({k: v for k, v in logs.items() if k not in skip and isinstance(v, (int, float))})
         record = {k: v for k, v in record.items() if v is not None}
-        with self.path.open("a", encoding="utf-8") as handle:
+        with save_errors(str(self.path), args.output_dir), self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def kept_lines(path: Path, step: int) -> list[str]:
+    """The lines of an earlier trainer_log.jsonl up to `step` (a resumed run rewrites the later ones). A
+    line cut short (the run was killed, or the disk filled, while writing it) is dropped with a note."""
+    if not path.is_file():
+        return []
+    kept = []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            where = "its last line" if number == len(lines) else f"line {number}"
+            note(f"{path}: dropped {where}, which was cut short: {line[:60]}")
+            continue
+        if isinstance(record, dict) and record.get("current_steps", 0) <= step:
+            kept.append(line)
+    return kept
 
 
 class ConciseProgress(ProgressCallback):
@@ -91,3 +115,36 @@ class ConciseProgress(ProgressCallback):
         elapsed, left = _timing(self.started, self.first_step, state)
         parts.append(f"epoch {state.epoch or 0:.2f} | {_clock(elapsed)} elapsed, ~{_clock(left)} left")
         self.training_bar.write(" | ".join(parts))
+
+
+class StopCallback(TrainerCallback):
+    """Turns a signal recorded by train/stop.py into "save this step, then stop": at the end of the step,
+    after an evaluation, or right after a save (that checkpoint is then the one)."""
+
+    def __init__(self, stops: StopSignals | None):
+        self.stops = stops
+
+    def _requested(self) -> bool:
+        return self.stops is not None and self.stops.received is not None
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        testhooks.pause_in_step()
+
+    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        testhooks.pause_in_step()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._requested():
+            control.should_save = control.should_training_stop = True
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._requested():
+            control.should_save = control.should_training_stop = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._requested():
+            control.should_training_stop = True
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._requested():  # stopped mid-epoch: that step is saved already; no epoch-end save or eval of it
+            control.should_save = control.should_evaluate = False

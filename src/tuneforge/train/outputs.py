@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,12 @@ import yaml
 from tuneforge.atomic import write_atomic
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
+from tuneforge.train.checkpoints import checkpoint_dirs, staging_dirs
+from tuneforge.train.resume import check_checkpoint, clear_staging, resume_checkpoint
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # What the web UI writes into output_dir before it starts `tuneforge train` there (the run's YAML, its
 # log, its process file): a folder holding only these is still a fresh one.
 WEBUI_FILES = frozenset({"webui_config.yaml", "webui_train.log", "webui_run.json"})
-
-
-def checkpoints(output_dir: str | Path) -> list[Path]:
-    path = Path(output_dir)
-    if not path.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in path.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
 
 
 def check_output_dir(cfg: RunConfig) -> str | None:
@@ -31,15 +23,9 @@ def check_output_dir(cfg: RunConfig) -> str | None:
     t = cfg.train
     out = Path(t.output_dir or ".")
     resume = t.resume_from_checkpoint
-    if resume is True:
-        found = checkpoints(out)
-        if not found:
-            raise ConfigError(f"resume_from_checkpoint is true but {out} has no checkpoint-N folder")
-        return str(found[-1])
     if resume:
-        if not (Path(resume) / "trainer_state.json").is_file():
-            raise ConfigError(f"resume_from_checkpoint '{resume}' is not a checkpoint folder (no trainer_state.json)")
-        return str(resume)
+        clear_staging(out)
+        return str(resume_checkpoint(out) if resume is True else check_checkpoint(resume))
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir '{out}' is a file")
     if out.is_dir() and any(p.name not in WEBUI_FILES for p in out.iterdir()) and not t.overwrite_output_dir:
@@ -61,7 +47,7 @@ def clear_previous_run(output_dir: str | Path) -> None:
     """overwrite_output_dir: drop the old run's checkpoints and log so they cannot mix with the new one."""
     import shutil
 
-    for path in checkpoints(output_dir):
+    for path in checkpoint_dirs(output_dir) + staging_dirs(output_dir):
         shutil.rmtree(path)
     out = Path(output_dir)
     stale = ["trainer_log.jsonl", "adapter_model.safetensors", "adapter_config.json", "value_head.safetensors",
