@@ -38,11 +38,14 @@ def test_examples_exist():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", TRAINING, ids=lambda p: str(p.relative_to(REPO / "examples")))
 def test_training_example_runs(path: Path, tmp_path):
+    """...with `flash_attn: fa2` on a machine without flash-attn: every stage (its policy, reference,
+    reward and value models) runs on PyTorch's attention after one note, none asks transformers for fa2."""
     need_shared()
     out = tmp_path / "out"
     result = run_cli("train", str(path), "model_name_or_path=tuneforge/tiny", f"dataset_dir={LF_DATA}",
-                     f"output_dir={out}", *FAST, *tiny_reward_model(path, tmp_path), cwd=tmp_path)
+                     f"output_dir={out}", "flash_attn=fa2", *FAST, *tiny_reward_model(path, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("flash_attn: fa2 needs flash-attn") == 1, result.stderr[-3000:]
     assert (out / "trainer_log.jsonl").is_file() and (out / "all_results.json").is_file()
     assert (out / "training_args.yaml").is_file()
 

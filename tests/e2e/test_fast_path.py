@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from e2e.helpers import log_lines, train
 
+from tuneforge.model.tiny_archs import ARCHS, ensure_arch
+
 pytestmark = pytest.mark.slow
 
 STEPS = {"max_steps": 4, "logging_steps": 1, "gradient_accumulation_steps": 2, "learning_rate": 5e-3,
@@ -16,9 +18,11 @@ def _trace(out):
     return [r["loss"] for r in rows], [r["grad_norm"] for r in rows]
 
 
-def test_padding_free_training_follows_the_padded_run_step_by_step(tmp_path):
-    padded = _trace(train(tmp_path / "padded", padding_free=False, fused_loss=False, **STEPS))
-    fast = _trace(train(tmp_path / "fast", **STEPS))  # the defaults: padding-free rows + chunked loss
+@pytest.mark.parametrize("arch", ["tiny", *ARCHS])
+def test_padding_free_training_follows_the_padded_run_step_by_step(tmp_path, arch):
+    model = {} if arch == "tiny" else {"model_name_or_path": str(ensure_arch(arch))}
+    padded = _trace(train(tmp_path / "padded", padding_free=False, fused_loss=False, **model, **STEPS))
+    fast = _trace(train(tmp_path / "fast", **model, **STEPS))  # the defaults: padding-free rows + chunked loss
     assert fast[0] == pytest.approx(padded[0], abs=1e-5)  # losses, normalised over the accumulated tokens
     assert fast[1] == pytest.approx(padded[1], rel=1e-5)  # gradient norms
 

@@ -81,3 +81,26 @@ def test_chinese_paths_data_and_names(tmp_path):
     assert (out / "adapter_model.safetensors").is_file() and (out / "training_loss.png").is_file()
     resolved = yaml.safe_load((out / "training_args.yaml").read_text(encoding="utf-8"))
     assert resolved["identity_name"] == "小锻" and resolved["dataset"] == ["身份"]
+
+
+def test_the_trained_model_is_freed_before_predictions_start(tmp_path, monkeypatch):
+    """do_predict after training (vLLM sizes its KV cache on the free GPU memory): the trained model
+    and everything the trainer held are gone by the time predict starts."""
+    import weakref
+
+    import tuneforge.evaluate.predict as predict
+    from tuneforge.cli import train as train_cli
+
+    refs = []
+    real_build = train_cli.build
+
+    def build(run):
+        run, model = real_build(run)
+        refs.append(weakref.ref(model))
+        return run, model
+
+    alive_at_predict = []
+    monkeypatch.setattr(train_cli, "build", build)
+    monkeypatch.setattr(predict, "maybe_predict", lambda cfg: alive_at_predict.append(refs[0]() is not None))
+    train(tmp_path, max_steps=2, logging_steps=1)
+    assert alive_at_predict == [False]

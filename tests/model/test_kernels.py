@@ -7,6 +7,7 @@ import pytest
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.load import load
 from tuneforge.model import kernels
+from tuneforge.model import attention
 from tuneforge.model.attention import VARLEN
 
 
@@ -25,7 +26,10 @@ def test_cpu_default_is_padding_free_with_isolating_attention():
 def test_llamafactory_switches():
     assert kernels.plan(_cfg(neat_packing=True), "cpu").packing
     assert not kernels.plan(_cfg(padding_free=False), "cpu").padding_free
-    assert kernels.plan(_cfg(flash_attn="sdpa"), "cpu").attn_implementation == "sdpa"
+    sdpa = kernels.plan(_cfg(flash_attn="sdpa"), "cpu")  # padding-free rows: SDPA sample by sample
+    assert sdpa.attn_implementation == VARLEN and "SDPA" in sdpa.attention
+    assert kernels.plan(_cfg(flash_attn="eager"), "cpu").attn_implementation == attention.VARLEN_EAGER
+    assert kernels.plan(_cfg(flash_attn="eager", padding_free=False), "cpu").attn_implementation == "eager"
     assert not kernels.plan(_cfg(stage="dpo", dataset="preference_demo"), "cpu").padding_free
 
 

@@ -1,4 +1,6 @@
-"""Padding-free and packed rows compute exactly what padded batches compute (tiny model, LoRA, fp32)."""
+"""Padding-free and packed rows compute exactly what padded batches compute (LoRA, fp32), on the tiny
+model and on tiny random models of every architecture family whose attention differs (sliding
+windows, softcapping, sinks, q/k norms, fused projections: model/tiny_archs.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,28 @@ import torch.nn.functional as F
 
 from tuneforge.data.collate import PaddingFreeCollator, padded_collator
 from tuneforge.model import attention
+from tuneforge.model.tiny_archs import ARCHS, ensure_arch
 
 
-def _model(tiny_path, impl):
+def _path(arch, tiny_path):
+    return tiny_path if arch == "tiny" else ensure_arch(arch)
+
+
+def _implementation(path, flash_attn):
+    """What a padding-free run chooses for this architecture on this machine."""
+    from transformers import AutoConfig
+
+    eager = attention.needs_eager(AutoConfig.from_pretrained(path))
+    return attention.choose_attention(flash_attn, "cpu", padding_free=True, eager_only=eager).implementation
+
+
+def _model(path, impl):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     attention.register()
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32, attn_implementation=impl)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=impl)
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
     return model
@@ -55,29 +70,81 @@ def _grads(model, losses, tokens):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("impl", [attention.VARLEN, "sdpa"])
-def test_padding_free_and_packed_rows_match_the_padded_batch(tiny_path, tiny_tokenizer, impl):
-    model = _model(tiny_path, impl)
+def _packed_rows(samples):
+    """Two packed rows, as data/packing.py builds them (positions restart per sample)."""
+    return [{"input_ids": a["input_ids"] + b["input_ids"], "labels": a["labels"] + b["labels"],
+             "position_ids": list(range(len(a["input_ids"]))) + list(range(len(b["input_ids"])))}
+            for a, b in ((samples[0], samples[1]), (samples[2], samples[3]))]
+
+
+@pytest.mark.parametrize("flash_attn", ["auto", "eager"])
+@pytest.mark.parametrize("arch", ["tiny", *ARCHS])
+def test_padding_free_and_packed_rows_match_the_padded_batch(tiny_path, tiny_tokenizer, arch, flash_attn):
+    path = _path(arch, tiny_path)
+    padded_model = _model(path, None)  # transformers' default attention on padded batches: the reference
+    model = _model(path, _implementation(path, flash_attn))
     samples = _samples()
     tokens = sum(sum(1 for x in s["labels"][1:] if x != -100) for s in samples)
-    padded = _padded(model, tiny_tokenizer, samples)
-    g_padded = _grads(model, padded, tokens)
+    padded = _padded(padded_model, tiny_tokenizer, samples)
+    g_padded = _grads(padded_model, padded, tokens)
 
     flat = _flat(model, PaddingFreeCollator()(samples))
     g_flat = _grads(model, flat, tokens)
-    # two packed rows, as data/packing.py builds them (positions restart per sample)
-    rows = [{"input_ids": a["input_ids"] + b["input_ids"], "labels": a["labels"] + b["labels"],
-             "position_ids": list(range(len(a["input_ids"]))) + list(range(len(b["input_ids"])))}
-            for a, b in ((samples[0], samples[1]), (samples[2], samples[3]))]
-    packed = _flat(model, PaddingFreeCollator()(rows))
+    packed = _flat(model, PaddingFreeCollator()(_packed_rows(samples)))
     g_packed = _grads(model, packed, tokens)
 
     for got in (flat, packed):
-        assert torch.allclose(torch.stack(got), torch.stack(padded), atol=1e-5, rtol=1e-5)
-    assert len(g_padded) == 2 * 7 * 2  # LoRA A and B of 7 linears in 2 layers
+        assert torch.allclose(torch.stack(got), torch.stack(padded), atol=1e-5, rtol=1e-5), arch
+    assert g_padded and set(g_flat) == set(g_padded)
+    if arch == "tiny":
+        assert len(g_padded) == 2 * 7 * 2  # LoRA A and B of 7 linears in 2 layers
     for got in (g_flat, g_packed):
         for name, grad in g_padded.items():
-            assert torch.allclose(got[name], grad, atol=1e-5, rtol=1e-4), name
+            assert torch.allclose(got[name], grad, atol=1e-5, rtol=1e-4), (arch, name)
+
+
+@pytest.mark.parametrize(("arch", "dropped"), [("qwen2_sliding", "sliding_window"), ("mistral", "sliding_window"),
+                                               ("gemma2", "softcap")])
+def test_dropping_the_window_or_softcap_changes_the_losses_so_the_parity_can_fail(monkeypatch, tiny_tokenizer,
+                                                                                  arch, dropped):
+    """What padding-free rows computed before windows and softcapping were honoured differs from the
+    padded reference: the parity test above would catch a path that loses them again."""
+    path = ensure_arch(arch)
+    impl = _implementation(path, "auto")
+    samples = _samples()
+    model = _model(path, impl)
+    with torch.no_grad():
+        right = torch.stack(_flat(model, PaddingFreeCollator()(samples)))
+        function = attention.varlen_eager_attention if impl == attention.VARLEN_EAGER else attention.varlen_attention
+
+        def without(*args, **kwargs):
+            kwargs.pop(dropped, None)
+            return function(*args, **kwargs)
+
+        from transformers import AttentionInterface
+
+        monkeypatch.setitem(AttentionInterface._global_mapping, impl, without)
+        wrong = torch.stack(_flat(model, PaddingFreeCollator()(samples)))
+    assert not torch.allclose(right, wrong, atol=1e-3)
+
+
+def test_transformers_own_packed_masks_leak_between_gpt_oss_samples_so_ours_are_used(tiny_tokenizer):
+    """Why `flash_attn: eager` / `sdpa` on padding-free rows use the per-sample paths: transformers'
+    gpt-oss builds its masks without position_ids, so the block-diagonal mask other architectures get
+    is missing there and packed samples attend to each other."""
+    path = ensure_arch("gpt_oss")
+    samples = _samples()
+    with torch.no_grad():
+        padded = torch.stack(_padded(_model(path, None), tiny_tokenizer, samples))
+        leaked = torch.stack(_flat(_model(path, "eager"), PaddingFreeCollator()(samples)))
+    assert not torch.allclose(leaked, padded, atol=1e-3)
+
+
+def test_softcapped_attention_is_refused_by_the_sdpa_path_not_computed_wrong():
+    layer = torch.nn.Module()
+    q = k = v = torch.zeros(1, 2, 6, 8)
+    with pytest.raises(RuntimeError, match="softcapping or sinks"):
+        attention.varlen_attention(layer, q, k, v, None, softcap=1.0)
 
 
 def test_a_samples_logits_do_not_change_when_others_are_packed_beside_it(tiny_path):

@@ -299,7 +299,12 @@ def choose_attention(flash_attn: str, device: str, padding_free: bool, eager_onl
 
     `fa2` without flash-attn on a CUDA GPU falls back to PyTorch's kernels with a note (which also
     isolate samples), so one YAML runs anywhere and no loader ever asks transformers for it.
-    `eager_only` (needs_eager): the architecture's attention is beyond SDPA and PyTorch's kernel."""
+    `eager_only` (needs_eager): the architecture's attention is beyond SDPA and PyTorch's kernel.
+
+    Padding-free rows always go through the per-sample implementations above, `sdpa` and `eager`
+    included (as SDPA per sample and the model's eager per sample): transformers isolates packed
+    samples only in architectures that hand position_ids to their mask builder, and some do not
+    (gpt-oss: its packed samples would see each other), while ours read the boundaries directly."""
     note = ""
     if flash_attn == "fa2":
         if device == "cuda" and flash_attn_installed():
@@ -309,17 +314,14 @@ def choose_attention(flash_attn: str, device: str, padding_free: bool, eager_onl
     if flash_attn == "sdpa" and eager_only:
         note = "flash_attn: sdpa cannot compute this model's attention (softcapping or sinks); using eager"
         flash_attn = "eager"
-    if flash_attn in ("sdpa", "eager", "disabled"):
-        impl = "sdpa" if flash_attn == "sdpa" else "eager"
-        return AttentionChoice(impl, f"{impl} (samples isolated by a block-diagonal mask)" if padding_free else impl,
-                               note)
     if not padding_free:
-        return AttentionChoice(None, "sdpa", note)
+        implementation = {"sdpa": "sdpa", "eager": "eager", "disabled": "eager"}.get(flash_attn)
+        return AttentionChoice(implementation, implementation or "sdpa", note)
     register()
-    if eager_only:
-        return AttentionChoice(VARLEN_EAGER, "the model's eager attention per sample (softcapping or sinks: "
-                                             "no fused kernel computes them here)", note)
-    if device == "cuda" and flash_attn_installed():
+    if eager_only or flash_attn in ("eager", "disabled"):
+        why = "softcapping or sinks: no fused kernel computes them here" if eager_only else "flash_attn: eager"
+        return AttentionChoice(VARLEN_EAGER, f"the model's eager attention per sample ({why})", note)
+    if device == "cuda" and flash_attn == "auto" and flash_attn_installed():
         return AttentionChoice("flash_attention_2", "flash-attn varlen", note)
     if device == "cuda" and _cuda_varlen() is not None:
         return AttentionChoice(VARLEN, "PyTorch varlen flash kernel", note)
