@@ -55,3 +55,53 @@ def test_fused_loss_is_settled_from_the_loaded_model(tiny_path):
     assert kernels.settle_loss(kernels.plan(_cfg(), "cpu"), _cfg(), model).fused_loss
     assert not kernels.settle_loss(kernels.plan(_cfg(fused_loss=False), "cpu"), _cfg(fused_loss=False),
                                    model).fused_loss
+
+
+def _fake_liger(monkeypatch, patched_types):
+    """liger-kernel needs CUDA and Triton: a stand-in with its real module path and map name."""
+    import sys
+    import types
+
+    monkey_patch = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    monkey_patch.MODEL_TYPE_TO_APPLY_LIGER_FN = {t: object() for t in patched_types}
+    for name, module in (("liger_kernel", types.ModuleType("liger_kernel")),
+                         ("liger_kernel.transformers", types.ModuleType("liger_kernel.transformers")),
+                         ("liger_kernel.transformers.monkey_patch", monkey_patch)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(kernels, "liger_installed", lambda: True)
+
+
+@pytest.mark.parametrize("asked", [None, True])
+def test_liger_only_for_the_model_types_it_patches(monkeypatch, asked):
+    """Liger's patcher logs and returns for a type outside its map: the run would compute full logits
+    while the log said 'Liger fused'. Such types keep tuneforge's chunked loss (asked for: with a note)."""
+    from transformers import Qwen2Config
+
+    keys = {} if asked is None else {"enable_liger_kernel": True}
+    _fake_liger(monkeypatch, {"llama", "qwen2"})
+    assert kernels.plan(_cfg(**keys), "cuda", Qwen2Config()).liger
+    _fake_liger(monkeypatch, {"llama"})
+    fast = kernels.plan(_cfg(**keys), "cuda", Qwen2Config())
+    assert not fast.liger and kernels.fused_loss_wanted(fast, _cfg(**keys))
+    assert any("Liger has no kernels for qwen2" in text for text in fast.notes) == bool(asked)
+
+
+def test_zero3_turns_the_chunked_loss_off_with_a_note(tmp_path):
+    import json
+
+    ds = tmp_path / "ds_z3.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}), encoding="utf-8")
+    cfg = _cfg(deepspeed=str(ds))
+    fast = kernels.plan(cfg, "cpu")
+    assert not kernels.fused_loss_wanted(fast, cfg)
+    assert any("ZeRO-3" in text for text in fast.notes)
+    assert kernels.fused_loss_wanted(kernels.plan(_cfg(), "cpu"), _cfg())
+
+
+def test_softcapped_and_sink_architectures_plan_the_eager_per_sample_path():
+    from transformers import Gemma2Config, GptOssConfig, Qwen2Config
+
+    for config in (Gemma2Config(), GptOssConfig()):
+        fast = kernels.plan(_cfg(), "cuda", config)
+        assert fast.attn_implementation == attention.VARLEN_EAGER and "eager" in fast.attention
+    assert kernels.plan(_cfg(), "cpu", Qwen2Config()).attn_implementation == VARLEN
