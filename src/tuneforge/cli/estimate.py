@@ -28,19 +28,21 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
     from tuneforge.config.errors import ConfigError
     from tuneforge.config.stages import facts
     from tuneforge.model.memory import GIB
-    from tuneforge.model.memory.settings import card_bytes, model_config, run_settings
+    from tuneforge.model.load import load_model_config
+    from tuneforge.model.memory.settings import card_bytes, memory_budget, run_settings
 
     # estimate writes nothing: a config without output_dir (given on the train command line) is fine
     cfg = load_config(config_path, overrides, base={"output_dir": "unused-by-estimate"})
     if tokens is not None and tokens <= 0:
         raise ConfigError(f"--tokens must be positive, got {tokens}")
-    config = model_config(cfg)
+    config = load_model_config(cfg.model)
     run = run_settings(cfg, config, tokens)
     card, card_source = card_bytes(gpu_mem_gib)
-    off, on, chosen, reason = _decide(cfg, config, run, card)
+    budget = memory_budget(gpu_mem_gib)
+    off, on, chosen, reason = _decide(cfg, config, run, budget.usable)
     _print_header(cfg, run, tokens, console)
     _print_table(off, on, console)
-    console.print(f"card memory: {card / GIB:.1f} GiB ({card_source})")
+    console.print(f"card memory: {card / GIB:.1f} GiB ({card_source}); {budget.describe()}")
     console.print(f"gradient checkpointing: [bold]{reason}[/]")
     for text in chosen.notes:
         console.print(f"[dim]note: {text}[/]")
@@ -51,7 +53,7 @@ def run_estimate(config_path: Path, overrides: list[str], gpu_mem_gib: float | N
 
 
 def _decide(cfg: Any, config: Any, run: dict[str, Any], card: int) -> tuple[Any, Any, Any, str]:
-    """Both estimates, the one `train` would use and why (the config's setting, or the card)."""
+    """Both estimates, the one `train` would use and why (the config's setting, or the usable memory `card`)."""
     from tuneforge.model.memory import GIB, choose_checkpointing, estimate_memory
     from tuneforge.model.memory.settings import estimate_args
     from tuneforge.train.arguments import wants_checkpointing
@@ -65,7 +67,7 @@ def _decide(cfg: Any, config: Any, run: dict[str, Any], card: int) -> tuple[Any,
         return off, on, on if use else off, reason
     chosen = on if forced else off
     return off, on, chosen, (f"{'on' if forced else 'off'} (set in the config; predicted {chosen.peak_gib:.1f} GiB, "
-                             f"card {card / GIB:.0f} GiB)")
+                             f"{card / GIB:.1f} GiB usable)")
 
 
 def _print_header(cfg: Any, run: dict[str, Any], tokens: int | None, console: Console = console) -> None:
@@ -78,7 +80,7 @@ def _print_header(cfg: Any, run: dict[str, Any], tokens: int | None, console: Co
              f"cutoff_len {cfg.data.cutoff_len}{f' x {sequences}' if sequences > 1 else ''}")
     console.print(f"[bold]{cfg.model.model_name_or_path}[/]: {cfg.method.finetuning_type}, stage {stage}, "
                   f"{run['tokens']:,} tokens per micro-batch ({where}), bf16/fp16, "
-                  f"attention {run['attention']}, loss {loss}")
+                  f"attention {run['attention']}, loss {loss}, gradient accumulation {run['accumulation']}")
 
 
 def _print_table(off: Any, on: Any, console: Console = console) -> None:
@@ -89,7 +91,8 @@ def _print_table(off: Any, on: Any, console: Console = console) -> None:
     rows = [("params", f"{off.params:,}", f"{on.params:,}"),
             ("trainable params", f"{off.trainable_params:,} ({100 * off.trainable_params / off.params:.3f}%)",
              f"{on.trainable_params:,}")]
-    for label, attr in (("weights", "weights_bytes"), ("grads", "grads_bytes"), ("optimizer states", "optimizer_bytes"),
+    for label, attr in (("weights", "weights_bytes"), ("grads", "grads_bytes"),
+                        ("grads kept across micro-batches", "resident_grads_bytes"), ("optimizer states", "optimizer_bytes"),
                         ("activations", "activation_bytes"), ("loss buffer", "loss_bytes"),
                         ("working memory (busiest layer)", "working_bytes"), ("overhead (CUDA + allocator)", "overhead_bytes")):
         rows.append((label, _gib(getattr(off, attr)), _gib(getattr(on, attr))))
