@@ -29,3 +29,24 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert steps == sorted(set(steps)) == list(range(1, 21))  # no duplicated or missing steps in the log
     for record in lines:
         assert abs(record["loss"] - reference[record["current_steps"]]) < 1e-4, record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batches", [dict(packing=True, gradient_accumulation_steps=2),
+                                     dict(padding_free=False, gradient_accumulation_steps=3)],
+                         ids=["packed-accumulated", "padded-accumulated"])
+def test_resume_is_exact_for_packed_padded_and_accumulated_batches(tmp_path, batches):
+    """Killed right after checkpoint-4 (later files gone): the resumed run logs the same loss at every step
+    and ends with the same adapter, bit for bit."""
+    from safetensors.torch import load_file
+
+    keys = dict(RUN, **batches, max_steps=8, save_steps=4, per_device_train_batch_size=2)
+    full = train(tmp_path / "a", **keys)
+    cut = tmp_path / "b"
+    shutil.copytree(full / "checkpoint-4", cut / "checkpoint-4")
+    shutil.copy(full / "trainer_log.jsonl", cut / "trainer_log.jsonl")
+    train(tmp_path / "c", **keys, output_dir=cut, resume_from_checkpoint=True, overwrite_output_dir=False)
+    assert [(r["current_steps"], r["loss"]) for r in log_lines(cut)] == \
+        [(r["current_steps"], r["loss"]) for r in log_lines(full)]
+    a, b = load_file(str(full / "adapter_model.safetensors")), load_file(str(cut / "adapter_model.safetensors"))
+    assert all(bool((a[k] == b[k]).all()) for k in a)

@@ -140,13 +140,18 @@ def resume(config: Path, env: dict[str, str] | None = None) -> Run:
     return Run(config, "resume_from_checkpoint=true", env=env)
 
 
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory, tiny_path) -> Path:
-    """The uninterrupted run every crash test compares with: trained once per session, in-process,
-    through the function the CLI calls. (A fixture here, not in a conftest.py: `conftest` is a module
-    name the e2e helpers import.)"""
-    from tuneforge.cli.train import run_train
+_REFERENCE: list[Path] = []
 
-    config = write_config(tmp_path_factory.mktemp("reference"))
-    run_train(config, [])
-    return config.parent / "out"
+
+@pytest.fixture
+def reference(tmp_path_factory, tiny_path) -> Path:
+    """The uninterrupted run every crash test compares with: trained once per session (the test modules
+    import this fixture, so the cache is this module's), in-process, through the function the CLI calls.
+    A fixture here, not in a conftest.py: `conftest` is a module name the e2e helpers import."""
+    if not _REFERENCE:
+        from tuneforge.cli.train import run_train
+
+        config = write_config(tmp_path_factory.mktemp("reference"))
+        run_train(config, [])
+        _REFERENCE.append(config.parent / "out")
+    return _REFERENCE[0]

@@ -27,9 +27,14 @@ def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collat
         **trainer_kwargs)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(ConciseProgress())
+    progress = ConciseProgress()
+    trainer.add_callback(progress)
     with stop.training(f"after training finished; its outputs are in {args.output_dir}") as stops:
-        result = trainer.train(resume_from_checkpoint=resume)
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+        except BaseException:
+            progress.close()
+            raise
         signum = stops.received if stops else None
         if signum is not None and trainer.state.global_step < trainer.state.max_steps:
             raise stopped(trainer, signum)

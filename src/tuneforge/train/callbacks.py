@@ -96,6 +96,14 @@ def kept_lines(path: Path, step: int) -> list[str]:
 class ConciseProgress(ProgressCallback):
     """Trainer's progress bar (with ETA), but log events print as one short line."""
 
+    def close(self) -> None:
+        """End the bar's line when training ends early (an error, a signal), so the next line (the CLI's
+        `error: ...`) starts on a line of its own."""
+        for bar in (self.training_bar, self.prediction_bar):
+            if bar is not None:
+                bar.close()
+        self.training_bar = self.prediction_bar = None
+
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         super().on_train_begin(args, state, control, **kwargs)
         self.started, self.first_step = time.time(), state.global_step
