@@ -27,8 +27,11 @@ FLOORS = {
     "train": 4, "infer": 4, "export": 4,
     "evaluate": 5, "serve": 5,
     "stages": 6,
-    "cli": 7, "webui": 7, "__main__": 8,
+    "cli": 7, "webui": 8, "__main__": 8,
 }
+# The web UI calls the commands' own functions (cli/config.load_config, data check, estimate, predict,
+# export), so cli is below it; the one way up is the `webui` command handing the process over to it.
+ENTRY_POINTS = {("tuneforge.cli.webui", "tuneforge.webui.app")}
 MAX_FUNCTION_LINES = 60
 MAX_FILE_LINES = 500
 
@@ -81,7 +84,7 @@ def test_imports_go_down_the_floors():
         here = part_of(name)
         for target, _, line in imports(tree):
             there = part_of(target)
-            if there != here and FLOORS[there] >= FLOORS[here]:
+            if there != here and FLOORS[there] >= FLOORS[here] and (name, target) not in ENTRY_POINTS:
                 wrong.append(f"{name}:{line} imports {target} ({there or 'root'} is not below {here or 'root'})")
     assert not wrong, "\n".join(wrong)
 

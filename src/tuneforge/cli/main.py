@@ -101,6 +101,20 @@ def estimate(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
     run_estimate(config, overrides or [], gpu_mem_gib, tokens)
 
 
+@app.command()
+def webui(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+          port: Optional[int] = typer.Option(None, help="port (default: the first free one from 7860)",
+                                             show_default=False),
+          auth: Optional[str] = typer.Option(None, help="user:password asked before the page opens",
+                                             show_default=False),
+          lang: str = typer.Option("en", help="language of the page: en or zh (the page remembers a switch)"),
+          output_root: str = typer.Option("saves", "--output-root", help="where runs are written and found")) -> None:
+    """Train, watch, compare, evaluate, chat and export in the browser (needs the webui extra)."""
+    from tuneforge.cli.webui import run_webui
+
+    run_webui(host, port, auth, lang, output_root)
+
+
 @data_app.command("check")
 def data_check(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                samples: int = typer.Option(2, help="how many encoded samples to show")) -> None:
