@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from tuneforge.data.dataset import EncodedData
@@ -21,10 +22,10 @@ def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collat
 
     train = data.train.remove_columns([c for c in data.train.column_names if c == "full_len"])
     evals = data.eval.remove_columns([c for c in data.eval.column_names if c == "full_len"]) if data.eval else None
+    stopper = StopCallback(stop.active())
     trainer = with_atomic_saves(trainer_class or Trainer)(
         model=model, args=args, train_dataset=train, eval_dataset=evals, data_collator=collator,
-        processing_class=tokenizer, callbacks=[JsonlLogCallback(args.output_dir), StopCallback(stop.active())],
-        **trainer_kwargs)
+        processing_class=tokenizer, callbacks=[JsonlLogCallback(args.output_dir), stopper], **trainer_kwargs)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     progress = ConciseProgress()
@@ -35,11 +36,12 @@ def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collat
         except BaseException:
             progress.close()
             raise
-        signum = stops.received if stops else None
-        if signum is not None and trainer.state.global_step < trainer.state.max_steps:
+        # the signal: this process's, or with several processes another's (all stopped at the same step)
+        signum = (stops.received if stops else None) or signal.SIGTERM
+        if stopper.stopped and trainer.state.global_step < trainer.state.max_steps:
             raise stopped(trainer, signum)
         outputs = _write_outputs(trainer, result, evals is not None)
-        if signum is not None:  # the signal came during the last step: the run is complete all the same
+        if stopper.stopped or (stops and stops.received):  # came in the last step: the run is complete all the same
             raise stopped(trainer, signum, finished=True)
     return outputs
 

@@ -127,13 +127,26 @@ class ConciseProgress(ProgressCallback):
 
 class StopCallback(TrainerCallback):
     """Turns a signal recorded by train/stop.py into "save this step, then stop": at the end of the step,
-    after an evaluation, or right after a save (that checkpoint is then the one)."""
+    after an evaluation, or right after a save (that checkpoint is then the one). With several processes
+    they agree first (any one signalled: all stop at the same step), else the save would wait forever
+    for a process still training."""
 
     def __init__(self, stops: StopSignals | None):
         self.stops = stops
+        self.stopped = False
 
-    def _requested(self) -> bool:
-        return self.stops is not None and self.stops.received is not None
+    def _requested(self, args: Any) -> bool:
+        local = self.stops is not None and self.stops.received is not None
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            import torch
+
+            flag = torch.tensor([int(local)], device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every process calls the same hooks in the same order
+            local = bool(flag.item())
+        self.stopped |= local
+        return local
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         testhooks.pause_in_step()
@@ -142,17 +155,17 @@ class StopCallback(TrainerCallback):
         testhooks.pause_in_step()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._requested():
+        if self._requested(args):
             control.should_save = control.should_training_stop = True
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._requested():
+        if self._requested(args):
             control.should_save = control.should_training_stop = True
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._requested():
+        if self._requested(args):
             control.should_training_stop = True
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._requested():  # stopped mid-epoch: that step is saved already; no epoch-end save or eval of it
+        if self.stopped:  # stopped mid-epoch: that step is saved already; no epoch-end save or eval of it
             control.should_save = control.should_evaluate = False

@@ -83,7 +83,7 @@ def finished(checkpoint: str | Path, train: TrainConfig) -> str | None:
     if target <= 0 or step < target:
         return None
     out = checkpoint.parent
-    if int(_state(out).get("global_step") or -1) < step:
+    if int(_state(out).get("global_step") or -1) < step and os.environ.get("RANK", "0") == "0":
         _finish_from(checkpoint, out)
     return (f"{out} holds a finished run: {checkpoint.name} is its last step ({step} of {target}); nothing to train. "
             "Raise max_steps or num_train_epochs to train further, or drop resume_from_checkpoint and set "
