@@ -118,8 +118,16 @@ def test_the_chunked_loss_runs_inside_the_models_forward_so_wrappers_like_ddp_ke
         out = wrapped(input_ids=ids, labels=labels)
         assert out.logits is None  # no full logits were made
         out.loss.backward()
+        # ORPO/SimPO score answers the same way: per-row log-probability sums through the wrapper
+        mask = (labels != -100).long()
+        scored = wrapped(input_ids=ids, attention_mask=torch.ones_like(ids), answer_mask=mask)
     finally:
         dist.destroy_process_group()
+    with torch.no_grad():
+        logps = torch.log_softmax(plain(input_ids=ids).logits[:, :-1].float(), -1)
+        want = (logps.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]).sum(-1)
+    assert torch.allclose(scored["logprob_sums"], want, atol=1e-4)
+    assert scored["answer_tokens"].tolist() == mask[:, 1:].sum(-1).tolist()
     assert torch.allclose(out.loss, expected, atol=1e-5)
     grads = {n: p.grad for n, p in plain.named_parameters() if p.grad is not None}
     for name, p in chunked.named_parameters():

@@ -148,35 +148,44 @@ _HEAD_ONLY = ("logits_to_keep", "return_dict", "output_attentions", "output_hidd
 
 
 def attach_chunked_loss(model: Any) -> None:
-    """From now on, calling the causal LM with `labels` returns the chunked loss (and no logits).
+    """From now on, calling the causal LM with `labels` returns the chunked loss (and no logits), and
+    with `answer_mask` the per-row log-probability sums of the masked tokens (`answer_logprob_sums`).
 
     It goes into the model's own `forward` (the instance's, not the class's) rather than the
     Trainer's compute_loss, so everything that wraps the model runs it as part of its forward:
     peft, accelerate's autocast, and DDP, which prepares its gradient buckets in its own forward
     (calling the decoder around the wrapper would skip that and break the gradient all-reduce).
-    Without labels the original forward runs (generation, logits)."""
+    Without either the original forward runs (generation, logits). Idempotent."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.forward, "_tuneforge_chunked", False):
+        return
     original = base.forward
 
     @functools.wraps(original)
-    def forward(*args: Any, labels: Any = None, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
-        if labels is None:
+    def forward(*args: Any, labels: Any = None, num_items_in_batch: Any = None, answer_mask: Any = None,
+                **kwargs: Any) -> Any:
+        if labels is None and answer_mask is None:
             return original(*args, **kwargs)
         if args:  # input_ids given positionally
             kwargs["input_ids"] = args[0]
         inputs = {k: v for k, v in kwargs.items() if v is not None and k not in _HEAD_ONLY}
+        if answer_mask is not None:
+            sums, counts = answer_logprob_sums(base, inputs["input_ids"], inputs.get("attention_mask"), answer_mask)
+            return {"logprob_sums": sums, "answer_tokens": counts}
         return CausalLMOutputWithPast(loss=causal_lm_loss(base, {**inputs, "labels": labels}, num_items_in_batch))
 
+    forward._tuneforge_chunked = True  # type: ignore[attr-defined]
     base.forward = forward
 
 
 def answer_logprob_sums(model: Any, input_ids: Any, attention_mask: Any, answer_mask: Any) -> tuple[Any, Any]:
     """Per row: (sum of log p(token) over the answer tokens, how many there are), without full logits.
 
-    The preference losses that score an answer by its mean log-probability (ORPO, SimPO) use this;
-    each row is one chunked call, so the gradients flow exactly as for the training loss."""
+    The preference losses that score an answer by its mean log-probability (ORPO, SimPO) use this,
+    through the attached forward (`model(..., answer_mask=...)`); `model` is the causal LM itself.
+    Each row is one chunked call, so the gradients flow exactly as for the training loss."""
     import torch
 
     hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]

@@ -34,7 +34,7 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.model.fused_loss import answer_logprob_sums
+from tuneforge.model.fused_loss import attach_chunked_loss
 from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.run import run_trainer
 from tuneforge.stages.trl_hooks import require_hooks
@@ -133,6 +133,7 @@ class ReferenceFreeTrainer(Trainer):
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)
         disable_dropout_in_model(model)  # as trl's preference trainers do: both answers see the same network
+        attach_chunked_loss(model)  # answers are scored inside the model's forward: DDP and autocast wrap it
         super().__init__(*args, **kwargs)
         if is_peft_model(model) and checkpointing_on(self.args):
             model.enable_input_require_grads()
@@ -141,11 +142,9 @@ class ReferenceFreeTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        # accelerate applies mixed precision by wrapping model.forward; the decoder is called directly
-        with self.accelerator.autocast():
-            sums, counts = answer_logprob_sums(model, inputs["input_ids"], inputs["attention_mask"],
-                                               inputs["completion_mask"])
-        mean_logps = sums / counts.clamp(min=1)
+        scored = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                       answer_mask=inputs["completion_mask"])
+        mean_logps = scored["logprob_sums"] / scored["answer_tokens"].clamp(min=1)
         chosen, rejected = mean_logps.chunk(2, dim=0)  # the collator stacks [chosen..., rejected...]
         losses, extra = reference_free_losses(self.loss_kind, chosen, rejected, self.beta, self.gamma, self.ftx)
         self._record(chosen.detach(), rejected.detach(), {k: v.detach() for k, v in extra.items()})
