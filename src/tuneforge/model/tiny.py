@@ -87,7 +87,12 @@ def build(out_dir: str | Path) -> Path:
                          pad_token_id=tokenizer.pad_token_id, **MODEL_SHAPE)
     config.dtype = "float32"
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
+    return save_model_dir(Qwen2ForCausalLM(config), tokenizer, out)
+
+
+def save_model_dir(model, tokenizer, out: Path) -> Path:
+    """Model (stopping at the tokenizer's eos, padding with its pad) and tokenizer written whole into
+    `out`: a temporary sibling first, renamed into place, so a half-built folder is never used."""
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")

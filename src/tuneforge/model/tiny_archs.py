@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +60,7 @@ def build_arch(name: str, out_dir: str | Path) -> Path:
     config = getattr(transformers, class_name)(**{**COMMON, **extra, **ids})
     config.dtype = "float32"
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    return tiny.save_model_dir(AutoModelForCausalLM.from_config(config), tokenizer, Path(out_dir))
 
 
 def ensure_arch(name: str) -> Path:
