@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -202,7 +201,8 @@ def test_start_twice_gives_one_run_with_progress_and_a_loss_curve(session):
     set_run(page, long_run, 3000, save_steps="100000")
     page.click("#train-preview_data")
     preview = wait_text(page, "train-preview", "dataset identity: 80 examples", SLOW)
-    assert "小锻" in preview
+    assert "小锻" in preview and "trained tokens" in preview
+    wait_text(page, "train-estimate", "predicted peak", SLOW)  # the memory estimate followed the choices
     page.click("#train-preview_command")
     wait_text(page, "train-message", "passes every check", SLOW)
     assert page.locator("#train-command input, #train-command textarea").first.input_value() == (
@@ -214,15 +214,16 @@ def test_start_twice_gives_one_run_with_progress_and_a_loss_curve(session):
     lines = page.locator("#train-plot-loss svg path, #train-plot-loss canvas")
     assert lines.count() > 0
     assert "tuneforge: lora on tuneforge/tiny" in page.locator("#train-log textarea").first.input_value()
-    shot(page, "3-train-running")
-    shutil.copyfile(ARTIFACTS / "3-train-running.png", ARTIFACTS / "webui.png")
+    wait_text(page, "train-progress", r"\((1[2-9]|[2-9]\d|\d\d\d+) points\)", SLOW)
+    shot(page, "3-train-running")  # docs/webui.png is a copy of this one
 
 
 def test_a_reload_shows_the_same_run(session):
     page = session["page"]
     open_page(page, session["server"].url)
     assert str(session["long"]) in wait_text(page, "train-run", "running")
-    wait_text(page, "train-progress", r"\d+/3000")
+    wait_text(page, "train-progress", r"\(([2-9]\d|\d\d\d+) points\)", SLOW)  # the curve keeps growing
+    shot(page, "3-train-after-reload")
 
 
 def test_the_run_outlives_a_restart_of_the_server_and_reappears(session):
@@ -279,6 +280,7 @@ def test_compare_two_runs(session):
         page.locator("#runs-pick label").filter(has_text=re.compile(rf"/{name}$")).click()
     page.click("#runs-compare")
     diff = wait_text(page, "runs-compare-diff", "max_steps")
+    assert "max_steps: 3000" in wait_text(page, "runs-config", "max_steps: 24")  # each picked run's YAML
     assert "3000" in diff and "24" in diff and "learning_rate" in diff
     assert page.locator("#runs-compare-plot svg path, #runs-compare-plot canvas").count() > 0
     shot(page, "4-runs-compare")
@@ -291,13 +293,12 @@ def test_chat_with_the_result_streams_an_answer(session):
         box = labels.nth(index).locator("input")
         if box.is_checked() != labels.nth(index).inner_text().endswith("/short"):
             labels.nth(index).click()
-    page.click("#runs-chat_with")
+    page.click("#runs-chat_with")  # one click: the run's adapter in the top bar, the Chat tab, the model loaded
     page.wait_for_selector("#chat-load", state="visible")
     assert page.locator("#top-adapter_name_or_path").inner_text().count("short") >= 1
+    wait_text(page, "chat-status", "Loaded tuneforge/tiny", SLOW)
     fill(page, "chat-max_new_tokens", "40")
     page.locator("#chat-do_sample input").uncheck()
-    page.click("#chat-load")
-    wait_text(page, "chat-status", "Loaded tuneforge/tiny", SLOW)
     page.evaluate("""() => { window.seen = new Set();
         window.watcher = setInterval(() => { const bot = document.querySelectorAll('#chat-bot .bot');
             if (bot.length) window.seen.add(bot[bot.length - 1].innerText.length); }, 15); }""")

@@ -15,7 +15,7 @@ from tuneforge.webui import i18n, tab_chat, tab_evaluate, tab_export, tab_runs, 
 from tuneforge.webui.layout import TOP
 from tuneforge.webui.page import Page
 from tuneforge.webui.runs import ACTIVE, RunManager, discover, read_run
-from tuneforge.webui.views import monitor_outputs, view_outputs
+from tuneforge.webui.views import monitor_outputs, note_html, view_outputs
 from tuneforge.webui.widgets import adapter_choices, default_output_dir
 
 TABS = ("train", "runs", "evaluate", "chat", "export")
@@ -74,8 +74,15 @@ def _wire(page: Page, demo: gr.Blocks, parts: dict[str, Any], tabs: gr.Tabs, wat
                        page.component("train", "output_dir"), page.component("evaluate", "output_dir"),
                        page.component("evaluate", "save_dir")])
     top = [page.component("top", k) for k in TOP]
+    chat = parts["chat"]
+    # one click: the run's model and adapter go to the top bar, the Chat tab opens and the model loads
+    requested = gr.State(False)
     runs["chat_with"].click(lambda picked, code: _chat_with(page, picked, code), inputs=[runs["picked"], lang],
-                            outputs=[*top, runs["message"], tabs])
+                            outputs=[*top, runs["message"], tabs, requested]).success(
+        lambda data: tab_chat.load_engine(page, data) if data[requested] else gr.update(),
+        inputs=set(page.inputs("chat")) | {lang, requested}, outputs=chat["status"], concurrency_id="chat-load")
+    adapters = page.component("top", "adapter_name_or_path")
+    adapters.focus(lambda: gr.update(choices=adapter_choices(page.root)), outputs=adapters, show_progress="hidden")
 
 
 def _refresh(page: Page, path: str | None, lang: str) -> list[Any]:
@@ -96,9 +103,10 @@ def _on_load(page: Page, stored: Any) -> list[Any]:
 
 
 def _chat_with(page: Page, picked: list[str] | None, lang: str) -> list[Any]:
-    """Put a run's model, method, template and adapter in the top bar and open the Chat tab."""
+    """Put a run's model, method, template and adapter in the top bar and open the Chat tab (the model
+    then loads: the last value asks for it)."""
     if not picked:
-        return [gr.update() for _ in TOP] + [i18n.text("pick_first", lang), gr.update()]
+        return [gr.update() for _ in TOP] + [note_html(i18n.text("pick_first", lang)), gr.update(), False]
     run = read_run(Path(picked[0]))
     cfg = run.config
     lora = cfg.get("finetuning_type", "lora") == "lora"
@@ -107,7 +115,7 @@ def _chat_with(page: Page, picked: list[str] | None, lang: str) -> list[Any]:
               "adapter_name_or_path": [str(run.path)] if lora else [],
               "flash_attn": cfg.get("flash_attn", "auto"), "enable_liger_kernel": "auto"}
     return ([gr.update(value=values[k]) for k in TOP]
-            + [i18n.text("chat_ready", lang, path=run.path), gr.Tabs(selected="chat")])
+            + [note_html(i18n.text("chat_ready", lang, path=run.path)), gr.Tabs(selected="chat"), True])
 
 
 def warm_up() -> None:

@@ -48,8 +48,16 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The flat config the run trained with: the UI's YAML, else the one `train` wrote."""
-        for name in (CONFIG_FILE, "training_args.yaml"):
+        """The flat config the run was given: the UI's YAML, else the one `train` wrote."""
+        return self._yaml(CONFIG_FILE, "training_args.yaml")
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """Every key with the value it trained with (`train` writes training_args.yaml, defaults included)."""
+        return self._yaml("training_args.yaml", CONFIG_FILE)
+
+    def _yaml(self, *names: str) -> dict[str, Any]:
+        for name in names:
             path = self.path / name
             if path.is_file():
                 try:

@@ -23,7 +23,8 @@ def build(page: Page) -> dict[str, Any]:
         load = page.word(gr.Button(page.text("load_model"), elem_id="chat-load", variant="primary"), "load_model", "value")
         unload = page.word(gr.Button(page.text("unload_model"), elem_id="chat-unload"), "unload_model", "value")
     status = gr.HTML(note_html(page.text("no_model")), elem_id="chat-status")
-    chatbot = gr.Chatbot(elem_id="chat-bot", height=360, buttons=["copy"])
+    chatbot = page.word(gr.Chatbot(label=page.text("chatbot"), elem_id="chat-bot", height=360, buttons=["copy"]),
+                        "chatbot")
     with gr.Row():
         prompt = page.word(gr.Textbox(label=page.text("message"), elem_id="chat-input", scale=4), "message")
         send = page.word(gr.Button(page.text("send"), elem_id="chat-send", variant="primary", scale=1), "send", "value")

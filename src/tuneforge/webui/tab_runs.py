@@ -29,7 +29,9 @@ def build(page: Page, watched: gr.State) -> dict[str, Any]:
                                     elem_id="runs-compare-plot", height=300), "compare_loss")
     diff = page.word(gr.Dataframe(label=page.text("compare_config"), interactive=False, elem_id="runs-compare-diff",
                                   wrap=True), "compare_config")
-    ui = dict(table=table, picked=picked, message=message, overlay=overlay, diff=diff, **buttons)
+    config = page.word(gr.Code(language="yaml", label=page.text("run_config"), elem_id="runs-config"), "run_config")
+    picked.change(_config, inputs=picked, outputs=config, show_progress="hidden")
+    ui = dict(table=table, picked=picked, message=message, overlay=overlay, diff=diff, config=config, **buttons)
     _wire(page, ui, watched)
     return ui
 
@@ -75,6 +77,13 @@ def listing(page: Page, lang: str) -> tuple[Any, Any]:
     return table, gr.update(choices=[(_name(r, page.root), str(r.path)) for r in runs])
 
 
+def _config(picked: list[str] | None) -> str:
+    """The YAML each picked run trained with."""
+    from tuneforge.webui.form import yaml_text
+
+    return "\n".join(f"# {path}\n{yaml_text(read_run(Path(path)).config)}" for path in picked or [])
+
+
 def _watch(picked: list[str] | None, lang: str) -> tuple[Any, str]:
     if not picked:
         return gr.update(), note_html(i18n.text("pick_first", lang))
@@ -90,7 +99,7 @@ def compare(page: Page, picked: list[str] | None, lang: str) -> tuple[Any, Any, 
     runs = [read_run(Path(p)) for p in picked]
     points = [(step, value, _name(run, page.root)) for run in runs
               for step, value, series in monitor.curve_rows(monitor.records(run.path), "loss") if series == "loss"]
-    configs = [run.config for run in runs]
+    configs = [run.resolved for run in runs]
     keys = sorted({k for c in configs for k in c} - {"output_dir"})
     differ = [[key, *(str(c.get(key, "")) for c in configs)] for key in keys
               if len({str(c.get(key)) for c in configs}) > 1]
