@@ -107,3 +107,8 @@ def test_predict_and_benchmark_report_their_scores_and_notes(identity_adapter, t
     assert "Average" in table and (tmp_path / "bench" / "results.json").is_file()
     with pytest.raises(TuneforgeError, match="^config: 'save_dir' is required for eval"):
         actions.benchmark({**flat, "save_dir": None})  # the temporary YAML's name is not shown
+
+
+def test_the_checks_pass_on_the_notes_train_would_print(tmp_path):
+    notes = actions.check_train({**BASE, "output_dir": str(tmp_path / "out"), "disable_version_check": True})
+    assert any(note.startswith("'disable_version_check' has no effect") for note in notes), notes

@@ -25,6 +25,10 @@ def run_webui(host: str, port: int | None, auth: str | None, lang: str, root: st
         raise ConfigError(f"--lang must be en or zh, got {lang!r}")
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    if host not in ("127.0.0.1", "localhost", "::1") and credentials is None:
+        from tuneforge.log import note
+
+        note(f"--host {host}: other machines can start runs on this one; set --auth user:password")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: it reads this once
     try:
         import gradio  # noqa: F401

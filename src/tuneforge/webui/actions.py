@@ -57,17 +57,19 @@ def yaml_file(flat: dict[str, Any], name: str = "webui_config.yaml") -> Iterator
             raise
 
 
-def check_train(flat: dict[str, Any]) -> RunConfig:
+def check_train(flat: dict[str, Any]) -> list[str]:
     """Everything `tuneforge train` checks before it loads anything, in its words: the config, the
-    stage's settings, the output folder, and the dataset names as the data layer resolves them."""
+    stage's settings, the output folder, and the dataset names as the data layer resolves them.
+    Returns the notes those steps print (a setting changed for this machine, a key with no effect)."""
     from tuneforge.cli.config import load_config
     from tuneforge.cli.train import setup
     from tuneforge.data.registry import resolve
 
-    cfg = load_config(None, base=flat)
-    setup(cfg)
-    resolve(list(cfg.data.dataset or []) + list(cfg.data.eval_dataset or []), cfg.data.dataset_dir)
-    return cfg
+    with notes_into([]) as lines:
+        cfg = load_config(None, base=flat)
+        setup(cfg)
+        resolve(list(cfg.data.dataset or []) + list(cfg.data.eval_dataset or []), cfg.data.dataset_dir)
+    return lines
 
 
 def console_html(render: Callable[[Any], None]) -> str:

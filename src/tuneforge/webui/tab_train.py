@@ -100,10 +100,10 @@ def _preview_command(page: Page, data: dict[Any, Any]) -> tuple[str, str, str]:
         return "", "", error_html(exc, lang)
     command, text = preview_command(flat)
     try:
-        actions.check_train(flat)
+        notes = actions.check_train(flat)
     except Exception as exc:  # noqa: BLE001 - shown in the page
         return command, text, error_html(exc, lang)
-    return command, text, note_html(i18n.text("checks_passed", lang))
+    return command, text, "".join(note_html(line) for line in [i18n.text("checks_passed", lang), *notes])
 
 
 def _save(page: Page, data: dict[Any, Any], config_file: Any) -> str:
@@ -137,12 +137,12 @@ def _start(page: Page, data: dict[Any, Any], devices: Any) -> tuple[str, Any]:
     lang = data[page.shared["lang"]]
     try:
         flat = flat_config(page, data)
-        actions.check_train(flat)
+        notes = actions.check_train(flat)
         run = page.manager.submit(flat["output_dir"], yaml_text(flat), data[devices] or "")
     except Exception as exc:  # noqa: BLE001 - shown in the page
         return error_html(exc, lang), gr.update()
     name = "run_queued" if run.status == "queued" else "run_started"
-    return note_html(i18n.text(name, lang, path=run.path)), str(run.path)
+    return "".join(note_html(line) for line in [i18n.text(name, lang, path=run.path), *notes]), str(run.path)
 
 
 def _stop(page: Page, path: str | None, lang: str) -> str:
