@@ -1,7 +1,9 @@
-"""The vLLM engine without vLLM: a stand-in `vllm` module records what the engine hands to `LLM`."""
+"""The vLLM engine without vLLM: a stand-in `vllm` module records what the engine hands to `LLM`, and
+to `AsyncLLMEngine` when it serves."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import types
 from dataclasses import dataclass, field
@@ -36,13 +38,14 @@ def bos_tokenizer(monkeypatch):
 class Completion:
     text: str
     token_ids: list[int]
-    finish_reason: str = "stop"
+    finish_reason: str | None = "stop"
 
 
 @dataclass
 class RequestOutput:
     prompt_token_ids: list[int]
     outputs: list[Completion] = field(default_factory=list)
+    finished: bool = True
 
 
 class FakeLLM:
@@ -69,10 +72,53 @@ class SamplingParams:
         self.n, self.kwargs = n, kwargs
 
 
+@dataclass
+class AsyncEngineArgs:
+    model: str
+    kwargs: dict = field(default_factory=dict)
+
+    def __init__(self, model: str, **kwargs):
+        self.model, self.kwargs = model, kwargs
+
+
+class FakeAsyncLLMEngine:
+    """Like vLLM's: requests run concurrently, outputs are cumulative, `abort` ends one; each answer is
+    " ok ok ... " (`params.kwargs["max_tokens"]` words), one word per step."""
+
+    instances: list[FakeAsyncLLMEngine] = []
+
+    def __init__(self, args: AsyncEngineArgs):
+        self.args, self.running, self.peak, self.aborted = args, set(), 0, []
+        FakeAsyncLLMEngine.instances.append(self)
+
+    @classmethod
+    def from_engine_args(cls, args: AsyncEngineArgs) -> FakeAsyncLLMEngine:
+        return cls(args)
+
+    async def generate(self, prompt, params, request_id, lora_request=None):
+        self.running.add(request_id)
+        self.peak = max(self.peak, len(self.running))
+        try:
+            words = params.kwargs["max_tokens"]
+            for k in range(1, words + 1):
+                await asyncio.sleep(0.01)
+                text = " ok" * k + (" " if k == words else "")
+                finished = k == words
+                yield RequestOutput(list(prompt["prompt_token_ids"]),
+                                    [Completion(text, [1] * k, "length" if finished else None)], finished)
+        finally:
+            self.running.discard(request_id)
+
+    async def abort(self, request_id):
+        self.aborted.append(request_id)
+
+
 @pytest.fixture
 def fake_vllm(monkeypatch):
     module = types.ModuleType("vllm")
     module.LLM, module.SamplingParams = FakeLLM, SamplingParams
+    module.AsyncLLMEngine, module.AsyncEngineArgs = FakeAsyncLLMEngine, AsyncEngineArgs
+    FakeAsyncLLMEngine.instances.clear()
     monkeypatch.setitem(sys.modules, "vllm", module)
     FakeLLM.instances.clear()
     return FakeLLM.instances
@@ -113,3 +159,34 @@ def test_vllm_loads_the_weights_in_infer_dtype(fake_vllm):
                      "infer_backend": "vllm", "infer_dtype": "bfloat16"})[0]
     create_engine(cfg.model, cfg.data, cfg.generate)
     assert fake_vllm[0].kwargs["dtype"] == "bfloat16"
+
+
+def test_vllm_serves_concurrent_streams_and_aborts_the_ones_left(fake_vllm):
+    from tuneforge.config.load import load
+    from tuneforge.infer.engine import create_engine
+
+    cfg = load(base={"model_name_or_path": "tuneforge/tiny", "template": "chatml", "do_train": False,
+                     "infer_backend": "vllm", "vllm_maxlen": 2048})[0]
+    engine = create_engine(cfg.model, cfg.data, cfg.generate, serving=True)
+    assert not fake_vllm and engine.context_length == 2048  # no offline LLM is built to serve
+    served = FakeAsyncLLMEngine.instances[0]
+    assert served.args.kwargs["max_model_len"] == 2048
+
+    async def answer(words: int):
+        pieces = [p async for p in engine.stream([Message("user", "你好")], max_new_tokens=words)]
+        return "".join(p.text for p in pieces), pieces[-1].response
+
+    async def leave_after_one():
+        stream = engine.stream([Message("user", "你好")], max_new_tokens=50)
+        first = await anext(stream)
+        await stream.aclose()
+        return first.text
+
+    async def together():
+        return await asyncio.gather(answer(3), answer(5), leave_after_one())
+
+    (three, r3), (five, r5), first = asyncio.run(together())
+    assert three == r3.text == "ok ok ok" and five == "ok ok ok ok ok"  # trimmed as generate() trims
+    assert (r3.completion_tokens, r3.finish_reason, r5.completion_tokens) == (3, "length", 5)
+    assert first == "ok" and len(served.aborted) == 1  # the request whose caller left
+    assert served.peak == 3  # in vLLM's engine together: no lock in front of it

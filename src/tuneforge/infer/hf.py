@@ -1,23 +1,33 @@
 """Transformers backend: base model + adapters (not merged), greedy or sampled generation that stops
-at the template's stop tokens, optionally streamed or batched."""
+at the template's stop tokens, optionally streamed or batched.
+
+Served (`serving=True`, the API), concurrent requests go through transformers' continuous batching
+(`infer/batching.py`); with settings it cannot batch (beam search, repetition penalty) they take turns
+on `model.generate`. Either way `stream()` yields `Piece`s and closing it cancels the generation.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from tuneforge.config.schema import DataConfig, GenerateConfig, ModelConfig
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import template_for
-from tuneforge.infer.base import Response
+from tuneforge.infer.answer import AnswerDecoder, prompt_ids
+from tuneforge.infer.base import Piece, Response
+from tuneforge.infer.batching import ContinuousBatcher, batchable, sampling
 from tuneforge.infer.stops import StopCutter, cut_at_stop, stop_words
+from tuneforge.log import note
 
 
 class HFEngine:
     backend = "huggingface"
 
-    def __init__(self, model_cfg: ModelConfig, data: DataConfig, generation: GenerateConfig):
+    def __init__(self, model_cfg: ModelConfig, data: DataConfig, generation: GenerateConfig, serving: bool = False):
         import torch
 
         from tuneforge.model.adapters import load_adapters
@@ -35,8 +45,104 @@ class HFEngine:
             model = load_adapters(model, model_cfg.adapter_name_or_path, trainable_last=False)
         self.model = model.to(device).eval()
         self.device = device
-        # one generation at a time: concurrent callers (the API server) queue here
+        # one `generate` at a time: concurrent callers queue here (served requests batch instead, below)
         self.lock = threading.Lock()
+        self.batcher: ContinuousBatcher | None = None
+        if serving:
+            self.batcher = self.start_batching()
+
+    # ------------------------------------------------------------------ serving
+    @property
+    def model_context(self) -> int | None:
+        return getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+
+    @property
+    def context_length(self) -> int | None:
+        """Prompt + answer tokens one request may use: the model's context (and what the batching cache holds)."""
+        if self.batcher is None:
+            return self.model_context
+        return min(self.model_context or self.batcher.capacity, self.batcher.capacity)
+
+    def start_batching(self) -> ContinuousBatcher | None:
+        why_not = batchable(self.generation_cfg)
+        if why_not:
+            note(f"serving one request at a time: continuous batching does not support {why_not}")
+            return None
+        return ContinuousBatcher(self.model, self.generation_cfg, self.template.stop_token_ids(),
+                                 self.tokenizer.pad_token_id, self.device, self.model_context or 4096)
+
+    async def stream(self, messages: list[Message], system: str | None = None, tools: str | None = None,
+                     **overrides: Any) -> AsyncIterator[Piece]:
+        """One served answer, piece by piece (see infer.base.Piece); closing it early cancels the generation."""
+        ids = prompt_ids(self.tokenizer, self.prompt_text(messages, system, tools))
+        max_new = overrides.get("max_new_tokens") or self.generation_cfg.max_new_tokens
+        decoder = AnswerDecoder(self.tokenizer, self.template.stop_token_ids(), stop_words(overrides.get("stop")),
+                                max_new, self.generation_cfg.skip_special_tokens, len(ids))
+        if self.batcher is not None:
+            settings = sampling(self.generation_cfg, len(self.tokenizer), overrides)
+            source = self.batcher.tokens(ids, max_new, settings)
+        else:
+            source = self.one_at_a_time(ids, overrides)
+        async with contextlib.aclosing(source) as chunks:
+            async for new in chunks:
+                text = decoder.feed(new)
+                if text:
+                    yield Piece(text)
+                if decoder.finished:
+                    break
+        yield decoder.finish()
+
+    async def one_at_a_time(self, ids: list[int], overrides: dict[str, Any]) -> AsyncIterator[list[int]]:
+        """New token ids from `model.generate` in a worker thread, one request at a time (the lock); when
+        the caller stops listening, a stopping criterion ends that generation at its next step."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        loop, queue, cancelled = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+
+        def hand(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        class Feed(BaseStreamer):
+            prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if self.prompt_seen:
+                    hand(value.reshape(-1).tolist())
+                self.prompt_seen = True
+
+            def end(self) -> None:
+                hand(None)
+
+        class Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancelled.is_set()
+
+        def work() -> None:
+            try:
+                with self.lock, torch.inference_mode():
+                    self.model.generate(input_ids=torch.tensor([ids], device=self.device), streamer=Feed(),
+                                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                                        stopping_criteria=StoppingCriteriaList([Cancel()]),
+                                        **self.generation_kwargs(**overrides))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                hand(exc)
+                hand(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancelled.set()
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
 
     # ------------------------------------------------------------------ prompts
     def prompt_text(self, messages: list[Message], system: str | None = None, tools: str | None = None) -> str:

@@ -6,24 +6,30 @@ prompt text (Llama 3, Gemma, Mistral).
 
 LoRA adapters are served through vLLM's LoRARequest without merging; only one adapter is
 supported (vLLM does not stack adapters), so several are rejected with a clear message.
+
+Served (`serving=True`, the API), the model runs in vLLM's `AsyncLLMEngine`, which batches concurrent
+requests itself and streams tokens; `stream()` aborts a request whose caller stopped listening. Otherwise
+(chat, predict) it runs in the offline `LLM`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import DataConfig, GenerateConfig, ModelConfig
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import template_for
-from tuneforge.infer.base import Response, require_vllm
+from tuneforge.infer.base import Piece, Response, require_vllm
+from tuneforge.infer.stops import StopCutter
 
 
 class VLLMEngine:
     backend = "vllm"
 
-    def __init__(self, model_cfg: ModelConfig, data: DataConfig, generation: GenerateConfig):
+    def __init__(self, model_cfg: ModelConfig, data: DataConfig, generation: GenerateConfig, serving: bool = False):
         vllm = require_vllm()
         from tuneforge.model.load import load_tokenizer, resolve_model_path
 
@@ -34,11 +40,14 @@ class VLLMEngine:
         self.tokenizer = load_tokenizer(model_cfg)
         self.template = template_for(data, self.tokenizer)
         g = generation
-        self.llm = vllm.LLM(model=resolve_model_path(model_cfg.model_name_or_path),
-                            trust_remote_code=model_cfg.trust_remote_code, max_model_len=g.vllm_maxlen,
-                            dtype=model_cfg.infer_dtype,  # vLLM reads the same names (auto/float16/...)
-                            gpu_memory_utilization=g.vllm_gpu_util, enforce_eager=g.vllm_enforce_eager,
-                            enable_lora=bool(adapters), max_lora_rank=g.vllm_max_lora_rank)
+        self.context_length = g.vllm_maxlen
+        args = dict(model=resolve_model_path(model_cfg.model_name_or_path),
+                    trust_remote_code=model_cfg.trust_remote_code, max_model_len=g.vllm_maxlen,
+                    dtype=model_cfg.infer_dtype,  # vLLM reads the same names (auto/float16/...)
+                    gpu_memory_utilization=g.vllm_gpu_util, enforce_eager=g.vllm_enforce_eager,
+                    enable_lora=bool(adapters), max_lora_rank=g.vllm_max_lora_rank)
+        self.llm = None if serving else vllm.LLM(**args)
+        self.async_engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(**args)) if serving else None
         self.lora = None
         if adapters:
             from vllm.lora.request import LoRARequest  # type: ignore[import-not-found]
@@ -77,6 +86,39 @@ class VLLMEngine:
                     **overrides: Any) -> Iterator[str]:
         # The offline LLM class has no token streaming; yield the whole answer once.
         yield self.generate(messages, system, tools, **overrides)[0].text
+
+    async def stream(self, messages: list[Message], system: str | None = None, tools: str | None = None,
+                     **overrides: Any) -> AsyncIterator[Piece]:
+        """One served answer, piece by piece; vLLM cuts stop strings, the cutter trims as `generate` does."""
+        if self.async_engine is None:
+            raise RuntimeError("this vLLM engine was built for chat/predict: create_engine(..., serving=True) serves")
+        prompt = self.prompt_ids(self.prompt_text(messages, system, tools))
+        request_id = f"tf-{uuid.uuid4().hex}"
+        outputs = self.async_engine.generate(prompt, self._params(**overrides), request_id, lora_request=self.lora)
+        cutter, sent, final = StopCutter([]), "", None
+        try:
+            async for out in outputs:
+                text = out.outputs[0].text
+                piece, sent = cutter.feed(text[len(sent):]), text
+                if piece:
+                    yield Piece(piece)
+                if out.finished:
+                    final = out
+                    break
+        finally:
+            await outputs.aclose()
+            if final is None:
+                await self.async_engine.abort(request_id)
+        if final is None:
+            raise RuntimeError(f"vLLM ended request {request_id} without finishing it")
+        done = final.outputs[0]
+        yield Piece(cutter.finish(), Response(done.text.strip(), len(final.prompt_token_ids), len(done.token_ids),
+                                              done.finish_reason or "stop"))
+
+    def close(self) -> None:
+        shutdown = getattr(self.async_engine, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
 
     def batch_generate(self, conversations: list[list[Message]], system: str | None = None, batch_size: int = 8,
                        **overrides: Any) -> list[str]:
