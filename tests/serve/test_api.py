@@ -1,10 +1,11 @@
 """The OpenAI-compatible API as clients meet it: the real `openai` client against a real uvicorn
 server (in a thread, on a free localhost port) serving the tiny model with an identity-trained LoRA
 adapter; request mapping, stop handling and event-loop freedom with small test engines; and the
-`tuneforge api` command itself."""
+`tuneforge api` command itself. Limits, disconnects, batching under load and the drain: test_hold.py."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,77 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from api_helpers import KEY, QUESTION, assert_error, ask, client, free_port, http, serve, stream_text
 from conftest import assert_one_error_line, write_yaml
 from tuneforge.data.example import Message
-from tuneforge.infer.base import Response
-
-KEY = "tf-test-key"
-QUESTION = "你是谁"
-
-
-# ---------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Run `app` on a real uvicorn server in a background thread; yields the base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def client(url: str, key: str = KEY):
-    import openai
-
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
-
-
-def http():
-    import httpx2
-
-    return httpx2.Client(timeout=60)
-
-
-def ask(c, question: str = QUESTION, **kwargs):
-    return c.chat.completions.create(model="anything", messages=[{"role": "user", "content": question}], **kwargs)
-
-
-def stream_text(c, question: str = QUESTION, **kwargs) -> tuple[str, list]:
-    chunks = list(ask(c, question, stream=True, **kwargs))
-    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    return text, chunks
-
-
-def assert_error(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert set(error) >= {"message", "type", "code"} and error["message"], error
-    assert "Traceback" not in response.text
-    return error
+from tuneforge.infer.base import Piece, Response
 
 
 # ---------------------------------------------------------------------------- small engines
 class Recorder:
-    """Records what the API passes to the engine; answers with a fixed text."""
-
-    lock = threading.Lock()
+    """Records what the API passes to the engine; answers with a fixed text, a word per piece."""
 
     def __init__(self, answer: str = "ok"):
         self.answer, self.calls = answer, []
@@ -96,35 +35,37 @@ class Recorder:
     def prompt_text(self, messages, system=None, tools=None):
         return " ".join(m.content for m in messages)
 
-    def generate(self, messages, system=None, tools=None, n=1, **overrides):
-        self.calls.append(dict(messages=messages, system=system, tools=tools, n=n, **overrides))
-        return [Response(self.answer, 5, 2, "stop") for _ in range(n)]
+    async def words(self):
+        for i, word in enumerate(self.answer.split(" ")):
+            yield word if i == 0 else " " + word
 
-    def stream_chat(self, messages, system=None, tools=None, **overrides):
+    async def stream(self, messages, system=None, tools=None, **overrides):
         self.calls.append(dict(messages=messages, system=system, tools=tools, **overrides))
-        yield from self.answer.split(" ")
+        async for word in self.words():
+            yield Piece(word)
+        yield Piece("", Response(self.answer, 5, 2, "stop"))
 
 
 class Gated(Recorder):
-    """No lock; generation holds until the test opens the gate: shows whether the event loop stays free
-    while generation runs, and whether a stream's first words arrive before its last exist."""
+    """Each answer holds after its first word until the test opens the gate: shows whether the event loop
+    stays free while generation runs, and whether a stream's first words arrive before its last exist."""
 
     def __init__(self):
         super().__init__("one two three four five six")
         self.gate = threading.Event()
         self.generating = threading.Event()
 
-    def generate(self, messages, system=None, tools=None, n=1, **overrides):
-        self.generating.set()
-        assert self.gate.wait(60), "the test never opened the gate"
-        return super().generate(messages, system, tools, n, **overrides)
-
-    def stream_chat(self, messages, system=None, tools=None, **overrides):
+    async def words(self):
         first, *rest = self.answer.split(" ")
-        yield first + " "
-        assert self.gate.wait(60), "the test never opened the gate"
+        self.generating.set()
+        yield first
+        for _ in range(6000):
+            if self.gate.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert self.gate.is_set(), "the test never opened the gate"
         for word in rest:
-            yield word + " "
+            yield " " + word
 
 
 def test_roles_tools_and_sampling_map_onto_the_engine():
@@ -147,6 +88,7 @@ def test_roles_tools_and_sampling_map_onto_the_engine():
     ], "tools": tools, "temperature": 0.5, "top_p": 0.8, "max_tokens": 7, "stop": "END", "n": 3, "seed": 1}
     reply = api.post("/v1/chat/completions", json=body)
     assert reply.status_code == 200, reply.text
+    assert len(engine.calls) == 3 and engine.calls[0] == engine.calls[2]  # n=3: three answers
     call = engine.calls[-1]
     assert [(m.role, m.content) for m in call["messages"]] == [
         ("user", "weather in Paris?"),
@@ -155,8 +97,8 @@ def test_roles_tools_and_sampling_map_onto_the_engine():
         ("observation", "sunny\nrain")]
     assert call["system"] == "be brief"
     assert json.loads(call["tools"]) == [t["function"] for t in tools]
-    assert (call["n"], call["temperature"], call["do_sample"], call["top_p"], call["max_new_tokens"], call["stop"]) == \
-        (3, 0.5, True, 0.8, 7, ["END"])
+    assert (call["temperature"], call["do_sample"], call["top_p"], call["max_new_tokens"], call["stop"]) == \
+        (0.5, True, 0.8, 7, ["END"])
     assert len(reply.json()["choices"]) == 3
     # one tool call -> a {"name", "arguments"} object; temperature 0 -> greedy; developer = system
     api.post("/v1/chat/completions", json={"messages": [
@@ -254,7 +196,7 @@ def test_event_loop_stays_free_while_generating():
         for t in threads:
             t.join(timeout=30)
         assert results["text"] == "one two three four five six"
-        assert "".join(deltas).strip() == "one two three four five six" and len(deltas) == 6
+        assert "".join(deltas) == "one two three four five six" and len(deltas) == 6
         assert ask(c, "again").choices[0].message.content == "one two three four five six"
 
 
@@ -271,7 +213,9 @@ def engine(adapter):
 
     cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny", "adapter_name_or_path": str(adapter),
                         "template": "qwen3_nothink", "do_train": False, "max_new_tokens": 48})
-    return create_engine(cfg.model, cfg.data, cfg.generate)
+    engine = create_engine(cfg.model, cfg.data, cfg.generate, serving=True)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -348,20 +292,39 @@ def test_n_stop_and_max_tokens(url, greedy):
 
 
 @pytest.mark.slow
-def test_twenty_concurrent_requests(url, greedy):
+def test_fifty_concurrent_streams_are_batched_and_correct(url, engine, greedy):
+    """50 streams (and 10 plain requests) at once: every answer is the greedy one, and the engine had many
+    of them in flight together (transformers' continuous batching), not one after another."""
     c = client(url)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(len(engine.batcher.active))
+            time.sleep(0.002)
 
     def one(i: int) -> str:
-        if i % 4 == 0:  # a quarter of them stream, at the same time as the others
-            return stream_text(c, temperature=0)[0]
-        return ask(c, temperature=0).choices[0].message.content
+        if i >= 50:
+            return ask(c, temperature=0).choices[0].message.content
+        text, chunks = stream_text(c, temperature=0)
+        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
+        return text
 
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(one, range(20)))
-    wall = time.perf_counter() - started
-    print(f"\n[api] 20 concurrent requests (5 streamed): {wall:.2f} s wall")
-    assert answers == [greedy] * 20
+    try:
+        with ThreadPoolExecutor(max_workers=60) as pool:
+            answers = list(pool.map(one, range(60)))
+    finally:
+        stop.set()
+        watcher.join()
+    print(f"\n[api] 50 streams + 10 requests at once: {time.perf_counter() - started:.2f} s wall, "
+          f"at most {max(seen)} in the engine together")
+    assert answers == [greedy] * 60
+    assert max(seen) >= 10
+    assert not engine.batcher.active and engine.batcher.held() == 0
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 Environment: API_HOST (default 127.0.0.1: only this machine can connect; set 0.0.0.0 to listen on
 every interface), API_PORT (default 8000), API_KEY (when set, every route but /health needs
-`Authorization: Bearer <key>`), API_MODEL_NAME (the model id clients see; default from the config).
+`Authorization: Bearer <key>`), API_MODEL_NAME (the model id clients see; default from the config),
+and the limits API_MAX_BODY_BYTES, API_MAX_PROMPT_TOKENS, API_MAX_TOKENS, API_MAX_QUEUE,
+API_DRAIN_SECONDS (see tuneforge.serve.limits). SIGTERM/SIGINT drain the server (serve/server.py).
 """
 
 from __future__ import annotations
@@ -56,25 +58,25 @@ def run_api(config_path: Path, overrides: list[str]) -> None:
 
     cfg = load_config(config_path, ["do_train=false", *overrides])
     host, port = listen_address()
-    check_free(host, port)
-    api_key = os.environ.get("API_KEY") or None
-    model_name = os.environ.get("API_MODEL_NAME", "").strip() or default_model_name(cfg)
-
     try:
-        import uvicorn
-
         from tuneforge.serve.api import create_app
+        from tuneforge.serve.limits import Limits
+        from tuneforge.serve.server import run_server
     except ImportError as exc:
         raise ConfigError(f"tuneforge api needs the api extra: pip install 'tuneforge[api]' ({exc.name} is "
                           "missing)") from None
+    limits = Limits.from_env()
+    check_free(host, port)
+    api_key = os.environ.get("API_KEY") or None
+    model_name = os.environ.get("API_MODEL_NAME", "").strip() or default_model_name(cfg)
     from tuneforge.infer.engine import create_engine
 
-    engine = create_engine(cfg.model, cfg.data, cfg.generate)
-    app = create_app(engine, model_name, api_key)
+    engine = create_engine(cfg.model, cfg.data, cfg.generate, serving=True)
+    app = create_app(engine, model_name, api_key, limits)
     shown = f"[{host}]" if ":" in host else host
     print(f"tuneforge: serving '{model_name}' at http://{shown}:{port}/v1 "
           f"({'API key required' if api_key else 'no API key'})", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"tuneforge: warning: listening on {host} without API_KEY: anyone who can reach this port can "
               "use the model", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("API_LOG_LEVEL", "info"))
+    run_server(app, host, port, limits.drain_seconds, engine.close, os.environ.get("API_LOG_LEVEL", "info"))

@@ -13,22 +13,25 @@ Requests are mapped onto the canonical conversation the templates render:
 After the optional system message the roles must alternate user/tool, assistant, ... and the last
 one is a user or tool message, as every template expects.
 
-Generation never runs on the event loop: blocking calls go to the thread pool, and a stream is
-consumed one `next()` per worker-thread hop, so a slow generation never stalls other requests.
-The engine serialises model access itself (`engine.lock`); an engine without one is serialised here.
-Every error, bad input included, is JSON in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+Every answer comes from `engine.stream()` (see infer.base.Engine): the backend batches concurrent
+requests (transformers' continuous batching, vLLM's engine) and generates off the event loop; a
+non-streamed answer is its pieces collected, n choices are n concurrent streams. A client that
+disconnects cancels its generation: a stream is closed when Starlette notices, a non-streamed request
+is watched with `request.is_disconnected()`. Limits (body, prompt, max_tokens, queue, drain) are in
+`limits.py`. Every error, bad input included, is JSON in OpenAI's shape:
+{"error": {"message", "type", "param", "code"}}.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -40,7 +43,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.config.errors import TuneforgeError
 from tuneforge.data.example import Message
-from tuneforge.infer.base import Response
+from tuneforge.infer.answer import prompt_ids
+from tuneforge.infer.base import Piece, Response
+from tuneforge.serve.limits import Gate, Limits, Traffic, answer_tokens, check_prompt, read_body
 from tuneforge.serve.protocol import (
     APIError,
     ChatCompletionRequest,
@@ -54,11 +59,13 @@ from tuneforge.serve.protocol import (
 logger = logging.getLogger("tuneforge.serve")
 
 OPEN_PATHS = {"/health"}  # reachable without the API key (liveness probes; reveals nothing)
+DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streamed request checks that its client is still there
 
 
-async def parse_request(request: Request) -> ChatCompletionRequest:
-    """The body as JSON whatever the Content-Type says (`curl -d` sends form-encoded), then validated."""
-    body = await request.body()
+async def parse_request(request: Request, max_bytes: int) -> ChatCompletionRequest:
+    """The body (413 past `max_bytes`) as JSON whatever the Content-Type says (`curl -d` sends
+    form-encoded), then validated."""
+    body = await read_body(request, max_bytes)
     if not body.strip():
         raise APIError(400, "the request body is empty: send a JSON object with 'messages'", code="invalid_json")
     try:
@@ -97,15 +104,9 @@ class KeyAuth:
 
 
 def count_tokens(engine: Any, text: str) -> int:
-    """Token count without changing the tokenizer's padding state (fast tokenizers raise 'Already
-    borrowed' when one thread re-configures padding while another encodes)."""
+    """Prompt tokens as the engine will see them (words for an engine without a tokenizer)."""
     tok = getattr(engine, "tokenizer", None)
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None:
-        return sum(backend.encode(text, add_special_tokens=False).attention_mask)
-    if tok is not None:
-        return len(tok.encode(text, add_special_tokens=False))
-    return len(text.split())
+    return len(prompt_ids(tok, text)) if tok is not None else len(text.split())
 
 
 def _sse(obj: Any) -> str:
@@ -114,19 +115,13 @@ def _sse(obj: Any) -> str:
 
 # ---------------------------------------------------------------------------- the engine
 class EngineCalls:
-    """The engine, called off the event loop: blocking calls go to the thread pool, and calls are
-    serialised here when the engine has no lock of its own (the HF engine serialises model access)."""
+    """The engine as the server uses it: prompt token counts off the event loop, and answers from
+    `engine.stream()`, which the backend batches across concurrent requests."""
 
-    def __init__(self, engine: Any):
-        self.engine = engine
-        self.lock = None if hasattr(engine, "lock") else threading.Lock()
-        self.max_new_tokens = getattr(getattr(engine, "generation_cfg", None), "max_new_tokens", None)
-
-    def locked(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.lock is None:
-            return fn(*args, **kwargs)
-        with self.lock:
-            return fn(*args, **kwargs)
+    def __init__(self, engine: Any, limits: Limits):
+        self.engine, self.limits = engine, limits
+        self.default_max = getattr(getattr(engine, "generation_cfg", None), "max_new_tokens", None)
+        self.context: int | None = getattr(engine, "context_length", None)
 
     async def prompt_tokens(self, messages: list[Message], system: str | None, tools: str | None) -> int | None:
         """Tokens of the rendered prompt (None for an engine that renders none); 400 when the
@@ -139,31 +134,47 @@ class EngineCalls:
             raise APIError(400, f"the chat template cannot render these messages: {exc}") from None
         return await run_in_threadpool(count_tokens, self.engine, prompt)
 
-    async def count(self, text: str) -> int:
-        return await run_in_threadpool(count_tokens, self.engine, text)
+    def stream(self, messages: list[Message], system: str | None, tools: str | None,
+               overrides: dict[str, Any]) -> AsyncIterator[Piece]:
+        return self.engine.stream(messages, system, tools, **overrides)
+
+    async def answer(self, messages: list[Message], system: str | None, tools: str | None,
+                     overrides: dict[str, Any]) -> Response:
+        async with contextlib.aclosing(self.stream(messages, system, tools, overrides)) as pieces:
+            async for piece in pieces:
+                if piece.response is not None:
+                    return piece.response
+        raise RuntimeError("the engine ended an answer without its final piece")
 
     async def generate(self, messages: list[Message], system: str | None, tools: str | None, n: int,
                        overrides: dict[str, Any]) -> list[Response]:
+        """n whole answers, generated together (the engine batches them); cancelled together."""
+        tasks = [asyncio.ensure_future(self.answer(messages, system, tools, overrides)) for _ in range(n)]
         try:
-            return await run_in_threadpool(self.locked, self.engine.generate, messages, system, tools, n, **overrides)
+            return list(await asyncio.gather(*tasks))
+        except (APIError, asyncio.CancelledError):
+            raise
         except Exception as exc:
             logger.exception("generation failed")
             raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error") from None
-
-    async def stream(self, messages: list[Message], system: str | None, tools: str | None,
-                     overrides: dict[str, Any]) -> AsyncIterator[str]:
-        """The engine's stream as it is (the engine cuts stop strings and trims), one next() per
-        worker-thread hop, closed however we leave."""
-        it: Iterator[str] = self.engine.stream_chat(messages, system, tools, **overrides)
-        done = object()
-        try:
-            while True:
-                piece = await run_in_threadpool(self.locked, next, it, done)
-                if piece is done:
-                    return
-                yield piece
         finally:
-            it.close()
+            for task in tasks:
+                task.cancel()
+
+
+async def unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """`work`'s result; cancelled (its generation with it) as soon as the client disconnects. Streams
+    need no watch: Starlette cancels a streaming response whose client left."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise APIError(499, "the client closed the request", code="client_closed_request")
+    finally:
+        task.cancel()
 
 
 # ---------------------------------------------------------------------------- one request
@@ -183,14 +194,22 @@ class ChatCompletion:
 
     @classmethod
     async def read(cls, calls: EngineCalls, model_name: str, request: Request) -> ChatCompletion:
-        """The request checked and mapped onto the engine (APIError 400 for what cannot be served)."""
-        completion = cls(calls, model_name, await parse_request(request))
-        completion.prompt_tokens = await calls.prompt_tokens(completion.messages, completion.system, completion.tools)
+        """The request checked against the limits and mapped onto the engine (APIError for what cannot be
+        served)."""
+        completion = cls(calls, model_name, await parse_request(request, calls.limits.body_bytes))
+        prompt_tokens = await calls.prompt_tokens(completion.messages, completion.system, completion.tools)
+        if prompt_tokens is not None:
+            check_prompt(prompt_tokens, calls.limits, calls.context)
+        requested = completion.req.max_completion_tokens or completion.req.max_tokens
+        max_new = answer_tokens(requested, calls.default_max, prompt_tokens, calls.limits, calls.context)
+        if max_new is not None:
+            completion.overrides["max_new_tokens"] = max_new
+        completion.prompt_tokens = prompt_tokens
         return completion
 
-    async def respond(self) -> Any:
+    async def respond(self, request: Request) -> Any:
         if not self.req.stream:
-            return await self.complete()
+            return await unless_disconnected(request, self.complete())
         return StreamingResponse(self.events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -232,19 +251,23 @@ class ChatCompletion:
             self.completion_tokens += r.completion_tokens
 
     async def text_events(self, index: int) -> AsyncIterator[str]:
-        """Choice `index` as the engine streams it: one delta per piece, then the finish reason."""
+        """Choice `index` as the engine streams it: one delta per piece, then the finish reason. When the
+        client leaves, Starlette cancels this generator and closing the engine's stream cancels the
+        generation."""
         yield self.chunk(index, {"role": "assistant", "content": ""})
-        text = ""
-        stream = self.calls.stream(self.messages, self.system, self.tools, self.overrides)
-        async with contextlib.aclosing(stream) as pieces:
+        response = None
+        async with contextlib.aclosing(self.calls.stream(self.messages, self.system, self.tools,
+                                                         self.overrides)) as pieces:
             async for piece in pieces:
-                if piece:
-                    text += piece
-                    yield self.chunk(index, {"content": piece})
-        used = await self.calls.count(text)
-        self.completion_tokens += used
-        max_new = self.overrides.get("max_new_tokens") or self.calls.max_new_tokens
-        yield self.chunk(index, {}, "length" if max_new and used >= max_new else "stop")
+                if piece.text:
+                    yield self.chunk(index, {"content": piece.text})
+                response = piece.response or response
+        if response is None:
+            raise RuntimeError("the engine ended an answer without its final piece")
+        self.completion_tokens += response.completion_tokens
+        if self.prompt_tokens is None:
+            self.prompt_tokens = response.prompt_tokens
+        yield self.chunk(index, {}, response.finish_reason)
 
     async def events(self) -> AsyncIterator[str]:
         try:
@@ -309,20 +332,24 @@ def add_model_routes(app: FastAPI, model_name: str) -> None:
         return card
 
 
-def create_app(engine: Any, model_name: str, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app serving `engine` (anything with generate/stream_chat, see infer.base.Engine)."""
+def create_app(engine: Any, model_name: str, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app serving `engine` (anything with `stream`, see infer.base.Engine) within `limits`;
+    `app.state.traffic` counts the chat completions in flight and is what a drain sets."""
     from tuneforge import __version__
 
+    limits = limits or Limits()
     app = FastAPI(title="tuneforge OpenAI-compatible API", version=__version__)
-    if api_key:
+    app.state.traffic = Traffic()
+    app.add_middleware(Gate, traffic=app.state.traffic, queue=limits.queue)
+    if api_key:  # added last, so it runs first: nobody without the key learns the server's load
         app.add_middleware(KeyAuth, api_key=api_key)
     add_error_handlers(app)
     add_model_routes(app, model_name)
-    calls = EngineCalls(engine)
+    calls = EngineCalls(engine, limits)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         completion = await ChatCompletion.read(calls, model_name, request)
-        return await completion.respond()
+        return await completion.respond(request)
 
     return app
