@@ -65,7 +65,8 @@ class Run:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.proc.poll() is not None:
-                raise AssertionError(f"the run ended (exit {self.proc.returncode}) before {what}\n{self.stderr[-3000:]}")
+                code = self.proc.returncode
+                raise AssertionError(f"the run ended (exit {code}) before {what}\n{self.stderr[-3000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}\n{self.stderr[-3000:]}")
             time.sleep(0.02)

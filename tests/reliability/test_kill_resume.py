@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from reliability.harness import Run, differences, reference, resume, saving, steps_logged, write_config  # noqa: F401 (fixture)
+from reliability.harness import (Run, differences, reference, resume, saving,  # noqa: F401 (a fixture)
+                                 steps_logged, write_config)
 
 pytestmark = pytest.mark.slow
 STEP = {"TUNEFORGE_TEST_STEP_DELAY": "0.25"}  # a step lasts long enough to aim at

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reliability.harness import differences, losses, reference, write_config  # noqa: F401 (fixture)
+from reliability.harness import (differences, log_records, losses, reference,  # noqa: F401 (a fixture)
+                                 steps_logged, write_config)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -156,3 +157,26 @@ def test_every_checkpoint_lists_its_files_and_sizes(reference):
         assert manifest["step"] == step
         assert manifest["files"] == {k: v for k, v in files.items() if k != "tuneforge_complete.json"}
         assert {"optimizer.pt", "adapter_model.safetensors", "trainer_state.json"} <= set(manifest["files"])
+
+
+def test_a_signal_during_an_evaluation_saves_that_step_after_it(tmp_path, monkeypatch):
+    from tuneforge.cli.train import run_train
+    from tuneforge.train.callbacks import StopCallback
+    from tuneforge.train.stop import TrainingStopped
+
+    sent = []
+
+    def signal_in_eval(self, args, state, control, **kwargs):
+        if not sent:
+            sent.append(state.global_step)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(StopCallback, "on_prediction_step", signal_in_eval)
+    config = write_config(tmp_path, val_size=8, eval_strategy="steps", eval_steps=6, per_device_eval_batch_size=2)
+    with pytest.raises(TrainingStopped) as stopped:
+        run_train(config, [])
+    out = tmp_path / "out"
+    assert sent == [6] and (stopped.value.step, stopped.value.checkpoint) == (6, str(out / "checkpoint-6"))
+    assert (out / "checkpoint-6" / "tuneforge_complete.json").is_file()
+    assert any(r.get("current_steps") == 6 and "eval_loss" in r for r in log_records(out))  # the eval finished
+    assert steps_logged(out) == 6

@@ -33,8 +33,8 @@ class AtomicSaves:
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         run_dir = Path(super()._get_output_dir(trial))
         step = self.state.global_step
-        with save_errors(str(run_dir / f"checkpoint-{step}"), run_dir), \
-                staged(run_dir, step, renamer=self.args.should_save, barrier=self.accelerator.wait_for_everyone) as folder:
+        one_renamer = dict(renamer=self.args.should_save, barrier=self.accelerator.wait_for_everyone)
+        with save_errors(str(run_dir / f"checkpoint-{step}"), run_dir), staged(run_dir, step, **one_renamer) as folder:
             self._tuneforge_staging = str(folder.parent)
             try:
                 super()._save_checkpoint(model, trial)
