@@ -23,10 +23,15 @@ def digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def copy_run(reference: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """A copy of the reference run (its config pointing at the copy)."""
+def copy_run(reference: Path, tmp_path: Path, killed: bool = False) -> tuple[Path, Path]:
+    """A copy of the reference run (its config pointing at the copy, resuming); `killed`: as if killed after
+    step 11 (no checkpoint-12, no final files)."""
     out = tmp_path / "out"
     shutil.copytree(reference, out)
+    if killed:
+        shutil.rmtree(out / "checkpoint-12")
+        (out / "adapter_model.safetensors").unlink()
+        (out / "trainer_state.json").unlink()
     return write_config(tmp_path, output_dir=str(out), resume_from_checkpoint=True, overwrite_output_dir=False), out
 
 
@@ -52,9 +57,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, reference
 def test_a_torn_last_log_line_is_dropped_with_a_note(tmp_path, reference, caplog):
     from tuneforge.cli.train import run_train
 
-    config, out = copy_run(reference, tmp_path)
-    for path in [out / "checkpoint-12", out / "adapter_model.safetensors", out / "trainer_state.json"]:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    config, out = copy_run(reference, tmp_path, killed=True)
     log = (out / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (out / "trainer_log.jsonl").write_text("".join(log[:10]) + log[10][:25], encoding="utf-8")  # cut in line 11
     with caplog.at_level(logging.INFO, logger="tuneforge"):
@@ -68,9 +71,7 @@ def test_incomplete_checkpoints_are_named_skipped_and_left_alone(tmp_path, refer
     from tuneforge.cli.train import run_train
     from tuneforge.config.errors import ConfigError
 
-    config, out = copy_run(reference, tmp_path)
-    for path in [out / "checkpoint-12", out / "adapter_model.safetensors", out / "trainer_state.json"]:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    config, out = copy_run(reference, tmp_path, killed=True)
     (out / "checkpoint-8" / "optimizer.pt").write_bytes(b"torn")  # size differs from the manifest
     (out / "checkpoint-10").mkdir()  # a folder another tool left half-written
     (out / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"x")

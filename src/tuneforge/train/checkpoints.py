@@ -33,7 +33,7 @@ MANIFEST = "tuneforge_complete.json"
 STAGING_PREFIX = ".tmp-checkpoint-"
 FINAL_STAGING = ".tmp-final"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-STAGING_RE = re.compile(r"^\.tmp-(checkpoint-\d+|final)$")
+STAGING_RE = re.compile(r"^\.(tmp-checkpoint-\d+|tmp-final|old-checkpoint-\d+)$")
 STATE = "trainer_state.json"
 
 
@@ -42,12 +42,14 @@ def step_of(folder: str | Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _folders(output_dir: str | Path, pattern: re.Pattern) -> list[Path]:
+    path = Path(output_dir)
+    return [p for p in path.iterdir() if pattern.match(p.name) and p.is_dir()] if path.is_dir() else []
+
+
 def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     """Every checkpoint-N folder in output_dir, complete or not, oldest step first."""
-    path = Path(output_dir)
-    if not path.is_dir():
-        return []
-    return sorted((p for p in path.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)), key=step_of)
+    return sorted(_folders(output_dir, CHECKPOINT_RE), key=step_of)
 
 
 def incomplete_reason(folder: str | Path) -> str | None:
@@ -82,10 +84,8 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def staging_dirs(output_dir: str | Path) -> list[Path]:
-    path = Path(output_dir)
-    if not path.is_dir():
-        return []
-    return sorted(p for p in path.iterdir() if STAGING_RE.match(p.name) and p.is_dir())
+    """The temporary folders of saves that did not finish (see `staged`, `staged_files`, `replace_folder`)."""
+    return sorted(_folders(output_dir, STAGING_RE))
 
 
 def fsync_path(path: Path) -> None:
