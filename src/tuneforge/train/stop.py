@@ -1,8 +1,8 @@
 """Stopping a training run on SIGTERM or SIGINT (Ctrl-C) without losing it.
 
 - Before training starts (loading, encoding data) a signal ends the run at once: `Interrupted` is
-  raised, the CLI prints one line and exits 130 (SIGINT) or 143 (SIGTERM). Nothing is half-written
-  then: every file the run writes is write-then-rename.
+  raised, the CLI prints one line and exits 130 (SIGINT) or 143 (SIGTERM). No checkpoint exists yet
+  to be cut short, and the run's own files are write-then-rename.
 - During training the first signal is only recorded; the step under way finishes, a checkpoint of it
   is saved (atomically, train/checkpoints.py), logs and plots are written, and the run ends with
   `TrainingStopped`: the CLI prints how to resume and exits EXIT_STOPPED (75, EX_TEMPFAIL). The web
