@@ -1,11 +1,11 @@
 """Load on `tuneforge api`: concurrent streamed chat completions against the tiny model + identity adapter.
 
-    python bench/api_load.py [--adapter DIR] [--streams 50] [--waves 3] [--max-tokens 64] [--term-streams 20]
+    python bench/api_load.py [--adapter DIR] [--streams 1,10,50] [--waves 3] [--max-tokens 64] [--term-streams 20]
 
 Starts `python -m tuneforge api` as a subprocess on 127.0.0.1 (the tuneforge that PYTHONPATH selects: put
 another checkout's `src` first to measure that revision with the same venv), waits for /health, then:
-- `--waves` waves of `--streams` concurrent streamed requests (greedy, `max_tokens`, usage included), all
-  sent at once: latency p50/p99 (request sent -> [DONE]), first-token p50, throughput = completion tokens
+- for each count in `--streams` (default 1,10,50), `--waves` waves of that many concurrent streamed
+  requests (greedy, `max_tokens`, usage included), all sent at once: latency p50/p99 (request sent -> [DONE]), first-token p50, throughput = completion tokens
   of the wave / the wave's wall time, failures (status != 200, an error event, or no [DONE]);
 - the server's RSS (VmRSS) before the first wave and after the last one, and its peak (VmHWM);
 - one request with a `--big-body-mb` MB body (client timeout 120 s): its status and how much the server's peak
@@ -151,7 +151,7 @@ async def wave(client, url: str, streams: int, max_tokens: int) -> dict:
     firsts = [r["first"] for r in good if r["first"] is not None] or [float("nan")]
     tokens = sum(r["tokens"] for r in good)
     errors = sorted({r.get("error") or "no [DONE]" for r in results if not r["ok"]})
-    return {"wall": wall, "p50": statistics.median(latencies), "p99": percentile(latencies, 99),
+    return {"streams": streams, "wall": wall, "p50": statistics.median(latencies), "p99": percentile(latencies, 99),
             "first_p50": statistics.median(firsts), "tokens": tokens, "tok_s": tokens / wall,
             "failures": len(results) - len(good), "errors": errors}
 
@@ -200,14 +200,15 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
     import httpx2
 
     adapter = Path(opts.adapter) if opts.adapter else train_adapter(tmp)
-    limits = httpx2.Limits(max_connections=opts.streams + 10, max_keepalive_connections=opts.streams + 10)
+    counts = [int(n) for n in opts.streams.split(",")]
+    limits = httpx2.Limits(max_connections=max(counts) + 10, max_keepalive_connections=max(counts) + 10)
     async with httpx2.AsyncClient(timeout=600, limits=limits) as client:
         proc, url, log = start_server(tmp, adapter, "server.log")
         try:
             await wait_healthy(client, url, proc, log)
             await one_stream(client, url, QUESTIONS[0], opts.max_tokens)  # warm-up
             before = memory_mib(proc.pid)
-            waves = [await wave(client, url, opts.streams, opts.max_tokens) for _ in range(opts.waves)]
+            waves = [await wave(client, url, n, opts.max_tokens) for n in counts for _ in range(opts.waves)]
             after = memory_mib(proc.pid)
             big = await big_body(client, url, proc.pid, opts.big_body_mb) if opts.big_body_mb else None
         finally:
@@ -226,11 +227,11 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
 
 def report(opts: argparse.Namespace, waves: list[dict], before: dict, after: dict, big: dict | None,
            term: dict) -> None:
-    print(f"{opts.streams} concurrent streams x {opts.waves} waves, greedy, max_tokens {opts.max_tokens}")
-    print("| wave | wall s | p50 s | p99 s | first token p50 s | completion tokens | tokens/s | failures |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for i, w in enumerate(waves, 1):
-        print(f"| {i} | {w['wall']:.2f} | {w['p50']:.2f} | {w['p99']:.2f} | {w['first_p50']:.2f} | {w['tokens']} "
+    print(f"concurrent streams ({opts.streams}) x {opts.waves} waves each, greedy, max_tokens {opts.max_tokens}")
+    print("| streams | wave | wall s | p50 s | p99 s | first token p50 s | completion tokens | tokens/s | failures |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for i, w in enumerate(waves):
+        print(f"| {w['streams']} | {i % opts.waves + 1} | {w['wall']:.2f} | {w['p50']:.2f} | {w['p99']:.2f} | {w['first_p50']:.2f} | {w['tokens']} "
               f"| {w['tok_s']:.0f} | {w['failures']} |")
         for error in w["errors"]:
             print(f"  failure: {error}")
@@ -246,7 +247,7 @@ def report(opts: argparse.Namespace, waves: list[dict], before: dict, after: dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", help="identity adapter folder (trained here when missing)")
-    parser.add_argument("--streams", type=int, default=50)
+    parser.add_argument("--streams", default="1,10,50", help="concurrent streams per wave, comma-separated counts")
     parser.add_argument("--waves", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--term-streams", type=int, default=20)

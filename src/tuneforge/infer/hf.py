@@ -3,7 +3,9 @@ at the template's stop tokens, optionally streamed or batched.
 
 Served (`serving=True`, the API), concurrent requests go through transformers' continuous batching
 (`infer/batching.py`); with settings it cannot batch (beam search, repetition penalty) they take turns
-on `model.generate`. Either way `stream()` yields `Piece`s and closing it cancels the generation.
+on `model.generate`. Either way `stream()` yields `Piece`s and closing it cancels the generation. A
+serving engine answers through `stream()` only: with eager attention (`flash_attn: eager` or
+`disabled`) the batching manager runs the model with paged attention, which `generate` does not expect.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class HFEngine:
     async def stream(self, messages: list[Message], system: str | None = None, tools: str | None = None,
                      **overrides: Any) -> AsyncIterator[Piece]:
         """One served answer, piece by piece (see infer.base.Piece); closing it early cancels the generation."""
-        ids = prompt_ids(self.tokenizer, self.prompt_text(messages, system, tools))
+        ids = await asyncio.to_thread(lambda: prompt_ids(self.tokenizer, self.prompt_text(messages, system, tools)))
         max_new = overrides.get("max_new_tokens") or self.generation_cfg.max_new_tokens
         decoder = AnswerDecoder(self.tokenizer, self.template.stop_token_ids(), stop_words(overrides.get("stop")),
                                 max_new, self.generation_cfg.skip_special_tokens, len(ids))

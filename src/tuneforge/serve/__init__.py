@@ -1,5 +1,7 @@
-"""OpenAI-compatible HTTP serving (`tuneforge api`): `create_app(engine, model_name, api_key)` in
-`tuneforge.serve.api` builds the FastAPI app for any inference engine (hf, vllm, or a test double)."""
+"""OpenAI-compatible HTTP serving (`tuneforge api`): `create_app(engine, model_name, api_key, limits)` in
+`tuneforge.serve.api` builds the FastAPI app for any inference engine with `stream()` (hf, vllm, or a
+test double); `serve.limits` holds the limits (API_MAX_* variables), `serve.server` runs it with a
+bounded drain on SIGTERM."""
 
 from __future__ import annotations
 

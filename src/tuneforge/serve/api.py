@@ -152,7 +152,7 @@ class EngineCalls:
         tasks = [asyncio.ensure_future(self.answer(messages, system, tools, overrides)) for _ in range(n)]
         try:
             return list(await asyncio.gather(*tasks))
-        except (APIError, asyncio.CancelledError):
+        except APIError:
             raise
         except Exception as exc:
             logger.exception("generation failed")
