@@ -108,8 +108,9 @@ def steps_logged(out: Path) -> int:
     return max((r.get("current_steps", 0) for r in log_records(out)), default=0)
 
 
-def losses(out: Path) -> dict[int, float]:
-    return {r["current_steps"]: r["loss"] for r in log_records(out) if "loss" in r}
+def losses(out: Path, key: str = "loss") -> dict[int, float]:
+    """step -> the logged `key` (loss, or eval_loss at the evaluation steps)."""
+    return {r["current_steps"]: r[key] for r in log_records(out) if key in r}
 
 
 def saving(out: Path) -> bool:
@@ -124,12 +125,14 @@ def adapter(out: Path) -> dict:
 
 
 def differences(reference: Path, resumed: Path) -> tuple[float, float]:
-    """(largest per-step loss difference, largest final adapter weight difference); a missing or extra
-    logged step counts as an infinite difference."""
-    ref, got = losses(reference), losses(resumed)
-    if set(ref) != set(got):
-        return float("inf"), float("inf")
-    loss = max(abs(ref[s] - got[s]) for s in ref)
+    """(largest difference of a logged loss or eval loss at the same step, largest final adapter weight
+    difference); a missing or extra logged step counts as an infinite difference."""
+    loss = 0.0
+    for key in ("loss", "eval_loss"):
+        ref, got = losses(reference, key), losses(resumed, key)
+        if set(ref) != set(got):
+            return float("inf"), float("inf")
+        loss = max([loss] + [abs(ref[s] - got[s]) for s in ref])
     a, b = adapter(reference), adapter(resumed)
     if set(a) != set(b):
         return loss, float("inf")
