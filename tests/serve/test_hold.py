@@ -255,8 +255,8 @@ def start_command(tmp_path: Path, **env_vars: str) -> tuple[subprocess.Popen, in
 def test_command_bounds_body_and_queue_and_drains_on_sigterm(tmp_path):
     """`tuneforge api` on the tiny base model (answers never end before max_tokens): a 48 MB body is 413
     without the server's peak memory growing, the 7th request beyond API_MAX_QUEUE=6 is 429, and under
-    SIGTERM the short streams in flight finish, a new request gets 503, the 4000-token ones are cut when
-    API_DRAIN_SECONDS=3 is up, and the process exits with 0."""
+    SIGTERM the short streams in flight finish, a new request gets 503, the 4000-token ones end with a
+    503 error event when API_DRAIN_SECONDS=3 is up, and the process exits with 0."""
     proc, port, log = start_command(tmp_path, API_MAX_QUEUE="6", API_DRAIN_SECONDS="3")
     url = f"http://127.0.0.1:{port}"
     try:
@@ -273,13 +273,16 @@ def test_command_bounds_body_and_queue_and_drains_on_sigterm(tmp_path):
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             assert_error(h.post(url + "/v1/chat/completions", json={"messages": USER}), 503)
-        assert all(b"data: [DONE]" in read_rest(*s) for s in short), "an in-flight request did not finish"
-        assert not any(b"data: [DONE]" in read_rest(*s) for s in long[:4])  # cut when the drain was up
+        finished = [read_rest(*s) for s in short]
+        assert all(b"data: [DONE]" in f and b"shutting_down" not in f for f in finished), finished
+        ended = [read_rest(*s) for s in long[:4]]
+        assert all(b'"code": "shutting_down"' in e and b"data: [DONE]" in e for e in ended), ended
         code = proc.wait(timeout=30)
         took = time.monotonic() - signalled
         assert code == 0, log.read_text()[-3000:]
         assert 3 <= took < 3 + 10, took
-        assert "SIGTERM: finishing the" in log.read_text()
+        text = log.read_text()
+        assert "SIGTERM: finishing the" in text and "drain time is up" in text and "Traceback" not in text, text
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -118,8 +118,8 @@ class EngineCalls:
     """The engine as the server uses it: prompt token counts off the event loop, and answers from
     `engine.stream()`, which the backend batches across concurrent requests."""
 
-    def __init__(self, engine: Any, limits: Limits):
-        self.engine, self.limits = engine, limits
+    def __init__(self, engine: Any, limits: Limits, traffic: Traffic):
+        self.engine, self.limits, self.traffic = engine, limits, traffic
         self.default_max = getattr(getattr(engine, "generation_cfg", None), "max_new_tokens", None)
         self.context: int | None = getattr(engine, "context_length", None)
 
@@ -136,7 +136,7 @@ class EngineCalls:
 
     def stream(self, messages: list[Message], system: str | None, tools: str | None,
                overrides: dict[str, Any]) -> AsyncIterator[Piece]:
-        return self.engine.stream(messages, system, tools, **overrides)
+        return until_closing(self.engine.stream(messages, system, tools, **overrides), self.traffic.closing)
 
     async def answer(self, messages: list[Message], system: str | None, tools: str | None,
                      overrides: dict[str, Any]) -> Response:
@@ -160,6 +160,30 @@ class EngineCalls:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+async def until_closing(pieces: AsyncIterator[Piece], closing: asyncio.Event) -> AsyncIterator[Piece]:
+    """`pieces` until the server's drain time is up: then the answer ends with a 503 (in-band for a stream)
+    and its generation is cancelled, so the client gets an answer rather than a cut connection."""
+    stop = asyncio.ensure_future(closing.wait())
+    step: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(pieces, None))
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                raise APIError(503, "the server shut down before this answer was complete", "server_error",
+                               "shutting_down")
+            piece = step.result()
+            if piece is None:
+                return
+            yield piece
+    finally:
+        stop.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+        await pieces.aclose()
 
 
 async def unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
@@ -345,7 +369,7 @@ def create_app(engine: Any, model_name: str, api_key: str | None = None, limits:
         app.add_middleware(KeyAuth, api_key=api_key)
     add_error_handlers(app)
     add_model_routes(app, model_name)
-    calls = EngineCalls(engine, limits)
+    calls = EngineCalls(engine, limits, app.state.traffic)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:

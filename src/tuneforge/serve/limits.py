@@ -17,6 +17,7 @@ model's, so they stay out of the training YAML):
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -125,11 +126,13 @@ def answer_tokens(requested: int | None, default: int | None, prompt_tokens: int
 
 # ---------------------------------------------------------------------------- queue and drain
 class Traffic:
-    """Chat completions in flight, and whether the server is draining (shared by the Gate and the server)."""
+    """Chat completions in flight, whether the server is draining (shared by the Gate and the server), and
+    `closing`, set when the drain time is up: the answers still running end with a 503."""
 
     def __init__(self) -> None:
         self.active = 0
         self.draining = False
+        self.closing = asyncio.Event()
 
 
 class Gate:

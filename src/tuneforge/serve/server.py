@@ -3,9 +3,10 @@
 uvicorn's own shutdown waits for every open connection without a bound, so a long generation kept a
 stopped server alive. Here the first signal starts a drain instead: new requests get 503 (the socket
 stays open so that clients get an answer, not a refused connection), the chat completions in flight
-may finish for up to `drain_seconds`, then uvicorn shuts down, cancelling whatever still runs (which
-cancels its generation), and `on_exit` stops the engine; the process then exits with code 0. A second
-signal stops at once (uvicorn re-raises it: exit 143 for SIGTERM, 130 for SIGINT).
+may finish for up to `drain_seconds`; the ones still running then end with a 503 (an error event in a
+stream) and their generations are cancelled, uvicorn shuts down, and `on_exit` stops the engine; the
+process exits with code 0. A second signal stops at once (uvicorn re-raises it: exit 143 for SIGTERM,
+130 for SIGINT).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class DrainingServer(uvicorn.Server):
             if self.traffic.active == 0:
                 self.should_exit = True
             elif time.monotonic() >= self.deadline:
-                note(f"drain time is up: cancelling the {self.traffic.active} request(s) still running")
+                note(f"drain time is up: ending the {self.traffic.active} request(s) still running with 503")
+                self.traffic.closing.set()
                 self.should_exit = True
         return await super().on_tick(counter)
 
