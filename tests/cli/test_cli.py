@@ -87,3 +87,21 @@ def test_data_check_warns_on_template_mismatch(tmp_path):
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "renders differently from the tokenizer's own chat_template" in result.stdout
+
+
+def test_data_check_keeps_brackets_in_names_and_paths(tmp_path):
+    """rich would read `[v2]` as markup and drop it: names and skipped-record lines print as they are."""
+    import json
+
+    data = tmp_path / "data [v2]"
+    data.mkdir()
+    rows = [{"instruction": "hi", "output": "hello"}, {"instruction": "bad"}]
+    (data / "my[v2].json").write_text(json.dumps(rows), encoding="utf-8")
+    (data / "dataset_info.json").write_text(json.dumps({"mine[v2]": {"file_name": "my[v2].json"}}), encoding="utf-8")
+    config = tmp_path / "check.yaml"
+    config.write_text(f"model_name_or_path: tuneforge/tiny\nstage: sft\ndataset: mine[v2]\ntemplate: qwen3_nothink\n"
+                      f"dataset_dir: {data}\nbad_records: skip\n", encoding="utf-8")
+    result = run_cli("data", "check", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dataset mine[v2]: 1 examples" in result.stdout
+    assert "my[v2].json" in result.stdout  # the skipped record's line names its file

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from tuneforge.data.labels import IGNORE_INDEX
@@ -43,19 +44,19 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
     tokenizer = load_tokenizer(cfg.model)
     template = template_for(cfg.data, tokenizer)
     stage = cfg.method.stage
-    console.print(f"template [bold]{template.name}[/] ({getattr(template.template, 'notes', '')}); "
-                  f"stop tokens {template.stop_strings()}")
+    console.print(f"template [bold]{escape(template.name)}[/] ({escape(getattr(template.template, 'notes', ''))}); "
+                  f"stop tokens {escape(str(template.stop_strings()))}")
     if stage == "sft":
         mismatch = compare_with_tokenizer(template)
-        console.print(f"[yellow]{mismatch}[/]" if mismatch else "template matches the tokenizer's chat_template"
+        console.print(f"[yellow]{escape(mismatch)}[/]" if mismatch else "template matches the tokenizer's chat_template"
                       if getattr(tokenizer, "chat_template", None) else "tokenizer has no chat_template to compare")
     data = build_datasets(cfg.data, template, stage, seed=cfg.train.seed)
     for name, count in data.report.counts.items():
-        console.print(f"dataset [bold]{name}[/]: {count} examples")
+        console.print(f"dataset [bold]{escape(name)}[/]: {count} examples")
     if data.report.skipped:
         console.print(f"[yellow]skipped {len(data.report.skipped)} bad records[/]; first ones:")
         for line in data.report.skipped[:5]:
-            console.print(f"  {line}")
+            console.print(f"  {line}", markup=False)  # file paths may hold [brackets]
     lengths = list(data.train["full_len"]) + (list(data.eval["full_len"]) if data.eval is not None else [])
     over = sum(1 for n in lengths if n > cfg.data.cutoff_len)
     console.print(f"samples: {len(data.train)} train" + (f", {len(data.eval)} eval" if data.eval is not None else "")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)
@@ -78,7 +79,7 @@ def _print_header(cfg: Any, run: dict[str, Any], tokens: int | None, console: Co
     loss = "Liger fused linear+CE" if run["liger"] else "chunked linear+CE" if run["fused_loss"] else "full logits"
     where = ("--tokens" if tokens else f"per_device_train_batch_size {cfg.train.per_device_train_batch_size} x "
              f"cutoff_len {cfg.data.cutoff_len}{f' x {sequences}' if sequences > 1 else ''}")
-    console.print(f"[bold]{cfg.model.model_name_or_path}[/]: {cfg.method.finetuning_type}, stage {stage}, "
+    console.print(f"[bold]{escape(cfg.model.model_name_or_path)}[/]: {cfg.method.finetuning_type}, stage {stage}, "
                   f"{run['tokens']:,} tokens per micro-batch ({where}), bf16/fp16, "
                   f"attention {run['attention']}, loss {loss}, gradient accumulation {run['accumulation']}")
 
