@@ -81,6 +81,10 @@ def _wire(page: Page, demo: gr.Blocks, parts: dict[str, Any], tabs: gr.Tabs, wat
                             outputs=[*top, runs["message"], tabs, requested]).success(
         lambda data: tab_chat.load_engine(page, data) if data[requested] else gr.update(),
         inputs=set(page.inputs("chat")) | {lang, requested}, outputs=chat["status"], concurrency_id="chat-load")
+    model, method = page.component("top", "model_name_or_path"), page.component("top", "finetuning_type")
+    gr.on([model.change, method.change], lambda m, f: [default_output_dir(page.root, m, f, "eval")] * 2,
+          inputs=[model, method], outputs=[page.component("evaluate", k) for k in ("output_dir", "save_dir")],
+          show_progress="hidden")
     adapters = page.component("top", "adapter_name_or_path")
     adapters.focus(lambda: gr.update(choices=adapter_choices(page.root)), outputs=adapters, show_progress="hidden")
 
