@@ -17,6 +17,7 @@ Nothing from tuneforge is used to load or run the exports.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import importlib.util
 import json
 import shutil
@@ -136,14 +137,27 @@ def test_exported_tokenizer_renders_like_our_template(tiny_tokenizer, tmp_path, 
     assert ids == tok(ours, add_special_tokens=False)["input_ids"]
 
 
-def test_tools_are_refused_not_dropped(tiny_tokenizer, tmp_path):
+def test_tools_render_like_ours_or_are_refused(tiny_tokenizer, tmp_path):
+    """A template with a tool format writes tool definitions and calls into the exported Jinja exactly
+    as training rendered them; one without ('empty') raises instead of dropping them."""
     from transformers import AutoTokenizer
 
+    from tuneforge.data.templates.auto import hf_messages
+    from tuneforge.data.templates.probes import TOOL_PROBES
+    from tuneforge.data.templates.tools import openai_tools
     from tuneforge.export.merge import save_tokenizer
 
     tok = family_tokenizer(tiny_tokenizer, "qwen")
-    save_tokenizer(tok, get_template("qwen", tok), tmp_path)
-    exported = AutoTokenizer.from_pretrained(tmp_path)
+    bound = get_template("qwen", tok)
+    save_tokenizer(tok, bound, tmp_path / "qwen")
+    exported = AutoTokenizer.from_pretrained(tmp_path / "qwen")
+    for example in TOOL_PROBES.values():
+        text = exported.apply_chat_template(hf_messages(example, example.system), tools=openai_tools(example.tools),
+                                            tokenize=False)
+        assert text == bound.render_text(example)
+        assert "<tool_call>" in text and "get_weather" in text
+    save_tokenizer(tok, get_template("empty", tok), tmp_path / "empty")
+    exported = AutoTokenizer.from_pretrained(tmp_path / "empty")
     tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}]
     with pytest.raises(Exception, match="does not render tools"):
         exported.apply_chat_template([{"role": "user", "content": "3+4?"}], tools=tools, tokenize=False)
@@ -153,9 +167,15 @@ def test_keeps_the_tokenizers_own_template_only_when_it_renders_the_same(tiny_to
     from tuneforge.export.chat_template import choose_chat_template
 
     tok = copy.deepcopy(tiny_tokenizer)
-    # The tiny tokenizer's chatml template is what qwen3_nothink renders: it is kept as it is.
+    # The tiny tokenizer's chatml template renders chats as qwen3_nothink does, but not tools: ours is written.
+    ours, which = choose_chat_template(get_template("qwen3_nothink", tok))
+    assert ours != tiny_tokenizer.chat_template and "renders differently" in which
+    # Qwen3-Instruct-2507's real template (as trl ships it) renders chats and tools exactly alike: it is kept.
+    real = (importlib.resources.files("trl") / "chat_templates" / "qwen3_instruct_2507.jinja").read_text("utf-8")
+    tok.chat_template = real
     kept, which = choose_chat_template(get_template("qwen3_nothink", tok))
-    assert kept == tiny_tokenizer.chat_template and "own" in which
+    assert kept == real and "own" in which
+    tok = copy.deepcopy(tiny_tokenizer)
     # qwen adds Qwen's default system prompt, which the tiny template does not: ours is written.
     ours, which = choose_chat_template(get_template("qwen", tok))
     assert ours != tiny_tokenizer.chat_template and "You are Qwen" in ours and "written" in which

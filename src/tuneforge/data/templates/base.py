@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from tuneforge.data.example import Example, Message
+from tuneforge.data.templates.tools import ToolStyle
 
 EMPTY_THOUGHT = "<think>\n\n</think>\n\n"
 THINK_RE = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
@@ -52,8 +53,8 @@ class Template:
     generation_prefix: str = ""
     # "qwen3": answers after the last user query carry a <think> block, earlier ones do not.
     thinking: str = ""
-    tools_system: Callable[[str, str], str] | None = None
-    function_format: Callable[[str], str] | None = None
+    # How tool definitions and tool calls are written (None: tools are not rendered, calls kept as written).
+    tools: ToolStyle | None = None
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
 
@@ -66,8 +67,8 @@ class Template:
         if system is None:
             system = default_system if default_system is not None else self.default_system
         system = system or ""
-        if example.tools and self.tools_system is not None:
-            system = self.tools_system(system, example.tools)
+        if example.tools and self.tools is not None:
+            system = self.tools.system(system, example.tools)
         return system
 
     def render(self, example: Example, *, bos: str = "", eos: str = "", default_system: str | None = None,
@@ -106,8 +107,8 @@ class Template:
             reply = messages[index + 1]
             prompt_extra, text = next(answer_iter)
             prompt += prompt_extra
-            if reply.role == "function" and self.function_format is not None:
-                text = self.function_format(text)
+            if reply.role == "function" and self.tools is not None:
+                text = self.tools.calls(text)
             answer_fmt = self.function if reply.role == "function" else self.assistant
             turns.append(Turn(prompt, self._fill(answer_fmt, strip(text), bos, eos),
                               self._fill(self.suffix, "", bos, eos)))

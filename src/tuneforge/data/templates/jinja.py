@@ -1,33 +1,24 @@
-"""Our built-in templates written as Jinja chat templates, so an exported model chats correctly in
-plain transformers, vLLM and other engines that read `chat_template` from the tokenizer.
+"""A built-in template written as a Jinja chat template, so an exported model chats correctly in
+plain transformers, vLLM, llama.cpp and other engines that read `chat_template`.
 
-`to_jinja(bound)` writes a template whose `apply_chat_template(messages, add_generation_prompt=...)`
+`to_jinja(bound)` writes a template whose `apply_chat_template(messages, tools=..., add_generation_prompt=...)`
 renders exactly what `Template.render_text` renders: the same system handling (default system,
-block/lead/merge styles, always_system), trimming, multi-turn, observation (`tool` role) turns,
-generation prefixes and Qwen3's thinking blocks. bos/eos strings and the configured
-default_system / enable_thinking are baked in as literals.
-
-Not rendered: tool definitions (`tools=`) and assistant `tool_calls`; tuneforge writes those
-with Python code per family. A request that carries them raises an error instead of silently
-dropping them.
-
-`choose_chat_template(bound)` decides what the export ships: the tokenizer's own chat_template
-when it renders exactly like our template (it usually also renders tools), ours otherwise.
+block/merge styles, always_system), trimming, multi-turn, tool definitions and tool calls (the
+template's `ToolStyle`), observation (`tool` role) turns, generation prefixes and Qwen3's thinking
+blocks. bos/eos strings and the configured default_system / enable_thinking are baked in as literals.
+A template without a ToolStyle raises on tools instead of silently dropping them.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import BoundTemplate
-from tuneforge.data.templates.auto import hf_messages
 from tuneforge.data.templates.base import EMPTY_THOUGHT, Template
 
-TOOLS_UNSUPPORTED = ("this chat template was written by tuneforge from its '{name}' template and does not render "
-                     "tools or tool calls")
+TOOLS_UNSUPPORTED = ("this chat template was written by tuneforge from its '{name}' template, which has no tool "
+                     "format, and does not render tools or tool calls")
 
 
 def literal(text: str) -> str:
@@ -88,16 +79,32 @@ class JinjaParts:
         return "{%- if " + condition + " -%}{{- raise_exception(" + message + ") -}}{%- endif -%}"
 
 
+def _tools_system(p: JinjaParts) -> list[str]:
+    """The tool definitions added to `system` (ToolStyle.system), before the system is trimmed."""
+    style = p.t.tools
+    if style is None:
+        return [p.raise_unless("tools", p.unsupported)]
+    wrapped = '(tool if tool.type is defined else {"type": "function", "function": tool}) | tojson'
+    return [
+        "{%- if tools -%}",
+        "{%- set listing = namespace(text='') -%}",
+        "{%- for tool in tools -%}",
+        f"{{%- set listing.text = listing.text + ('' if loop.first else {literal(style.tool_sep)}) + ({wrapped}) -%}}",
+        "{%- endfor -%}",
+        f"{{%- set system = (system + {literal(style.between)} if system else '') + {literal(style.header)} "
+        f"+ listing.text + {literal(style.footer)} -%}}",
+        "{%- endif -%}",
+    ]
+
+
 def _header(p: JinjaParts, bound: BoundTemplate) -> list[str]:
-    """The comment, the refusal of tools, and `system` / `loop_messages` (the default system baked in)."""
+    """The comment, `system` / `loop_messages` (the default system baked in), tools, Qwen3's last query."""
     t = p.t
     default_system = bound.default_system if bound.default_system is not None else t.default_system
     out = [
         f"{{#- Written by tuneforge from its built-in template '{t.name}'"
         + (f" ({t.notes})" if t.notes else "") + ".\n"
-        "    It renders exactly what tuneforge renders for training and generation. Tool definitions and\n"
-        "    tool calls are not rendered (tuneforge formats them in Python); requests with them raise. -#}",
-        p.raise_unless("tools", p.unsupported),
+        "    It renders exactly what tuneforge renders for training and generation. -#}",
         "{%- if messages and messages[0]['role'] == 'system' -%}",
         "{%- set system = messages[0]['content'] or '' -%}",
         "{%- set loop_messages = messages[1:] -%}",
@@ -105,6 +112,7 @@ def _header(p: JinjaParts, bound: BoundTemplate) -> list[str]:
         f"{{%- set system = {literal(default_system or '')} -%}}",
         "{%- set loop_messages = messages -%}",
         "{%- endif -%}",
+        *_tools_system(p),
     ]
     if p.trim:
         out.append("{%- set system = system | trim -%}")
@@ -124,13 +132,13 @@ def _user_turn(p: JinjaParts) -> list[str]:
     adds the generation prompt."""
     t = p.t
     out = [p.raise_unless("message['role'] not in ['user', 'tool']", p.alternate)]
-    # the first turn: prefix, then the system block (block/lead) or the system merged into the message
+    # the first turn: prefix, then the system block or the system merged into the message
     lead = p.expr(t.prefix.replace("{content}", ""), "")
     system_expr = p.expr(t.system, "system")
     out.append("{%- if loop.first -%}")
     if _emit(lead):
         out.append(_emit(lead))
-    if t.system_style in ("block", "lead"):
+    if t.system_style == "block":
         always = " or true" if t.always_system else ""
         out.append(f"{{%- if system{always} -%}}{_emit(system_expr)}{{%- endif -%}}")
     else:  # merge
@@ -181,12 +189,39 @@ QWEN3_THOUGHT = [
 ]
 
 
+def _tool_calls(p: JinjaParts) -> list[str]:
+    """An assistant message with tool_calls: the calls as ToolStyle.calls writes them, in the
+    template's `function` format (the format of a 'function' turn in training data)."""
+    style = p.t.tools
+    if style is None:
+        return [p.raise_unless("message.tool_calls is defined and message.tool_calls", p.unsupported)]
+    arguments = "(call.arguments if call.arguments is string else call.arguments | tojson)"
+    head, middle, tail = style.call_open + '{"name": "', '", "arguments": ', "}" + style.call_close
+    one = f"{literal(head)} + call.name + {literal(middle)} + {arguments} + {literal(tail)}"
+    return [
+        "{%- if message.tool_calls is defined and message.tool_calls -%}",
+        "{%- set calls = namespace(text='') -%}",
+        "{%- for tool_call in message.tool_calls -%}",
+        "{%- set call = tool_call.function if tool_call.function is defined else tool_call -%}",
+        f"{{%- set calls.text = calls.text + ('' if loop.first else {literal(style.call_sep)}) + {one} -%}}",
+        "{%- endfor -%}",
+        "{%- if message.tool_calls | length > 1 -%}",
+        f"{{%- set calls.text = {literal(style.list_open)} + calls.text + {literal(style.list_close)} -%}}",
+        "{%- endif -%}",
+        f"{{%- set content = calls.text{p.trim} -%}}",
+        _emit(p.expr(p.t.function + p.t.suffix.replace("{content}", ""), "content")),
+        "{%- else -%}",
+    ]
+
+
 def _assistant_turn(p: JinjaParts) -> list[str]:
-    """An odd turn: the assistant's answer (Qwen3's thought handled), then the template's suffix."""
-    out = [p.raise_unless("message['role'] != 'assistant'", p.alternate)]
+    """An odd turn: the assistant's answer or tool calls (Qwen3's thought handled), then the suffix."""
+    out = [p.raise_unless("message['role'] != 'assistant'", p.alternate), *_tool_calls(p)]
     if p.qwen3:
         out += QWEN3_THOUGHT
     out.append(_emit(p.expr(p.t.assistant + p.t.suffix.replace("{content}", ""), "content")))
+    if p.t.tools is not None:
+        out.append("{%- endif -%}")
     return out
 
 
@@ -196,7 +231,6 @@ def to_jinja(bound: BoundTemplate) -> str:
     out = _header(p, bound)
     out += [
         "{%- for message in loop_messages -%}",
-        p.raise_unless("message.tool_calls is defined and message.tool_calls", p.unsupported),
         f"{{%- set content = (message['content'] or ''){p.trim} -%}}",
         "{%- if loop.index0 % 2 == 0 -%}",
         *_user_turn(p),
@@ -206,60 +240,3 @@ def to_jinja(bound: BoundTemplate) -> str:
         "{%- endfor -%}",
     ]
     return "\n".join(out) + "\n"
-
-
-# ----------------------------------------------------------------------------- keep or replace
-
-_SYSTEM = "You are a helpful assistant. 请用简体中文回答。"
-PROBES = [
-    Example(messages=[Message("user", "Hi there"), Message("assistant", "Hello! How can I help?")]),
-    Example(messages=[Message("user", "你好"), Message("assistant", "你好！")], system=_SYSTEM),
-    Example(messages=[Message("user", "你好"), Message("assistant", "你好！有什么可以帮你？"),
-                      Message("user", "What is 2+2?"), Message("assistant", "2+2 = 4.\n就是四。")]),
-    Example(messages=[Message("user", "  第一行\n第二行 \n"), Message("assistant", "\n 回答：好的。  "),
-                      Message("user", "再来一次"), Message("assistant", " OK ")], system=_SYSTEM),
-]
-
-
-def _renders_like(bound: BoundTemplate, chat_template: str) -> bool:
-    """Does `chat_template`, called as a plain user would (no extra kwargs), render every probe and
-    generation prompt exactly as `bound` does?"""
-    tok = bound.tokenizer
-    for probe in PROBES:
-        prompts = [Example(messages=probe.messages[:n], system=probe.system)
-                   for n in range(1, len(probe.messages) + 1, 2)]
-        cases = [(probe, False)] + [(p, True) for p in prompts]
-        for example, generation in cases:
-            try:
-                theirs = tok.apply_chat_template(hf_messages(example, example.system), chat_template=chat_template,
-                                                 tokenize=False, add_generation_prompt=generation)
-            except Exception:  # noqa: BLE001 - a template that cannot render a plain chat is no match
-                return False
-            if theirs != bound.render_text(example, for_generation=generation):
-                return False
-    return True
-
-
-def choose_chat_template(bound: BoundTemplate) -> tuple[str | None, str]:
-    """(chat_template to save, one line saying which). `auto` keeps the tokenizer's own; a built-in
-    template keeps the tokenizer's own only when it renders identically (it also knows tools),
-    else our Jinja is written."""
-    own = getattr(bound.tokenizer, "chat_template", None)
-    if bound.name == "auto":
-        return own, "the tokenizer's own chat_template (template: auto)"
-    if isinstance(own, str) and own and _renders_like(bound, own):
-        return own, f"the tokenizer's own chat_template (it renders exactly as template '{bound.name}')"
-    ours = to_jinja(bound)
-    if not _renders_like(bound, ours):  # a bug in to_jinja, not a user error
-        raise RuntimeError(f"the Jinja written for template '{bound.name}' renders differently from it")
-    reason = "the tokenizer has none" if not own else "the tokenizer's own renders differently"
-    return ours, f"a chat_template written from template '{bound.name}' ({reason}; tools are not rendered)"
-
-
-def stop_settings(bound: BoundTemplate) -> dict[str, Any]:
-    """What the exported tokenizer and generation_config need so plain `generate` stops where
-    tuneforge does: every stop token id (the template's stop words, then the tokenizer's eos), and
-    the template's first stop word as the tokenizer's eos_token (as LLaMA-Factory does), so engines
-    that only read the tokenizer's eos stop too."""
-    stops = bound.stop_strings()
-    return {"eos_token_ids": bound.stop_token_ids(), "eos_token": stops[0] if stops else bound.eos}
