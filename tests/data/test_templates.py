@@ -9,13 +9,13 @@ the family's special tokens and bos/eos, and its `chat_template` set to the real
 
 from __future__ import annotations
 
-import copy
 import importlib.resources
 import json
 from dataclasses import dataclass
 
 import pytest
 from conftest import CHAT_TEMPLATES, need_shared
+from template_probes import FAMILIES, TEMPLATE_FAMILY, family_tokenizer
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.data.encode.tokenize import tokenize_turns
@@ -60,50 +60,10 @@ def load_template(source: str, name: str) -> str:
 
 # ----------------------------------------------------------------------------- test tokenizers
 
-@dataclass(frozen=True)
-class Family:
-    bos: str | None
-    eos: str
-    tokens: tuple[str, ...] = ()
-
-
-# Special tokens and bos/eos as the real families have them. The tiny tokenizer already has
-# <|endoftext|>, <|im_start|>, <|im_end|> (eos) and <think>, <tool_call>, <tool_response> ...
-FAMILIES: dict[str, Family] = {
-    "qwen": Family(None, "<|im_end|>"),
-    "chatml-bos": Family("<s>", "</s>"),
-    "llama3": Family("<|begin_of_text|>", "<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>")),
-    "llama2": Family("<s>", "</s>", ("[INST]", "[/INST]")),
-    "mistral": Family("<s>", "</s>", ("[INST]", "[/INST]")),
-    "gemma": Family("<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>")),
-    "gemma-nobos": Family(None, "<eos>", ("<start_of_turn>", "<end_of_turn>")),
-    "phi": Family("<s>", "<|endoftext|>", ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")),
-    "deepseek": Family("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
-                       ("<｜User｜>", "<｜Assistant｜>")),
-    "glm4": Family(None, "<|endoftext|>", ("[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>",
-                                            "<|observation|>")),
-    "alpaca": Family("<s>", "</s>"),
-    "tiny": Family(None, "<|im_end|>"),
-}
-
-# The family whose tokenizer each built-in template is meant for.
-TEMPLATE_FAMILY = {
-    "qwen": "qwen", "qwen3": "qwen", "qwen3_nothink": "qwen", "chatml": "chatml-bos", "llama3": "llama3",
-    "llama2": "llama2", "mistral": "mistral", "gemma": "gemma", "phi": "phi", "deepseek3": "deepseek",
-    "deepseekr1": "deepseek", "glm4": "glm4", "alpaca": "alpaca", "default": "tiny", "empty": "tiny",
-}
-
-
 @pytest.fixture(scope="module")
 def make_tokenizer(tiny_tokenizer):
     def make(family: str, chat_template: str | None = None):
-        spec = FAMILIES[family]
-        tok = copy.deepcopy(tiny_tokenizer)
-        new = [t for t in (spec.bos, spec.eos, *spec.tokens) if t and t not in tok.get_vocab()]
-        if new:
-            tok.add_tokens(new, special_tokens=True)
-        tok.bos_token = spec.bos
-        tok.eos_token = spec.eos
+        tok = family_tokenizer(tiny_tokenizer, family)
         if chat_template is not None:
             tok.chat_template = chat_template
         return tok

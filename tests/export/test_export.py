@@ -64,23 +64,14 @@ def plain_load(path: Path):
 
 # ----------------------------------------------------------------------------- chat templates
 
-# Test tokenizers: the tiny one given each family's special tokens and bos/eos (as in
-# tests/data/test_templates.py), with no chat_template of its own, so the export writes ours.
-FAMILIES = {
-    "qwen": (None, "<|im_end|>", ()),
-    "llama3": ("<|begin_of_text|>", "<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>")),
-    "gemma": ("<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>")),
-    "phi": ("<s>", "<|endoftext|>", ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")),
-    "deepseek": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", ("<｜User｜>", "<｜Assistant｜>")),
-    "alpaca": ("<s>", "</s>", ()),
-    "tiny": (None, "<|im_end|>", ()),
-}
+# Test tokenizers: the tiny one given each family's special tokens and bos/eos (tests/template_probes.py),
+# with no chat_template of its own, so the export writes ours.
 TEMPLATE_FAMILY = {"qwen": "qwen", "qwen3_nothink": "qwen", "qwen3": "qwen", "llama3": "llama3", "gemma": "gemma",
                    "phi": "phi", "deepseek3": "deepseek", "deepseekr1": "deepseek", "alpaca": "alpaca",
                    "default": "tiny"}
 
 from template_probes import PROBES as SHARED_PROBES  # noqa: E402
-from template_probes import chat  # noqa: E402
+from template_probes import chat, family_tokenizer  # noqa: E402
 
 PROBES = {**SHARED_PROBES,
           "thoughts": chat("1+1等于几？", "<think>\n加法\n</think>\n\n2", "再乘以3呢？", "<think>\n2*3=6\n</think>\n\n6")}
@@ -89,16 +80,6 @@ PROBES = {**SHARED_PROBES,
 def plain_messages(example: Example) -> list[dict[str, str]]:
     head = [{"role": "system", "content": example.system}] if example.system else []
     return head + [{"role": m.role, "content": m.content} for m in example.messages]
-
-
-def family_tokenizer(tiny_tokenizer, family: str):
-    bos, eos, tokens = FAMILIES[family]
-    tok = copy.deepcopy(tiny_tokenizer)
-    new = [t for t in (bos, eos, *tokens) if t and t not in tok.get_vocab()]
-    if new:
-        tok.add_tokens(new, special_tokens=True)
-    tok.bos_token, tok.eos_token, tok.chat_template = bos, eos, None
-    return tok
 
 
 TEMPLATE_CASES = [(name, {}) for name in TEMPLATE_FAMILY] + [

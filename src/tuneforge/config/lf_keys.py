@@ -46,7 +46,6 @@ LF_UNSUPPORTED: dict[str, str] = {
     "use_muon": _OPTIM,
     # evaluation extras
     "compute_accuracy": "token accuracy metrics are planned",
-    "export_quantization_dataset": "quantized export is planned",
     "use_swanlab": "the swanlab logger is planned", "ray_run_name": "Ray is not planned",
     "early_stopping_steps": "early stopping is planned",
 }

@@ -314,7 +314,19 @@ class ExportConfig(Section):
     export_hub_model_id: str | None = Field(None,
         description="Upload to this hub repository (not supported yet: upload the folder yourself)")
     export_quantization_bit: int | None = Field(None,
-        description="Quantize the exported weights to 4 or 8 bits with bitsandbytes (CUDA only)")
+        description="Quantize the exported weights to 4 or 8 bits (see export_quantization_method)")
+    export_quantization_method: Literal["bnb", "gptq", "autoround"] | None = Field(None,
+        description="How to quantize: bnb (bitsandbytes, CUDA), gptq or autoround (calibrated; autoround runs on the CPU); "
+                    "unset: gptq when export_quantization_dataset is set, else bnb")
+    export_quantization_dataset: str | None = Field(None,
+        description="Calibration data for gptq/autoround: a dataset name (dataset_info.json) or a .json/.jsonl/.txt file")
+    export_quantization_nsamples: int = Field(128, gt=0, description="Calibration samples for gptq/autoround")
+    export_quantization_maxlen: int = Field(1024, gt=0, description="Tokens per calibration sample")
+    export_format: Literal["safetensors", "gguf"] = Field("safetensors",
+        description="safetensors (transformers, vLLM), or gguf (llama.cpp, Ollama) written beside it")
+    export_gguf: str | None = Field(None,
+        description="GGUF type, e.g. f16, bf16, q8_0, q4_k_m, q5_k_m, q6_k (setting it means export_format: gguf; "
+                    "default q8_0)")
 
 
 class EvalConfig(Section):

@@ -6,18 +6,24 @@ Everything a user can get wrong is checked before weights load. export_dir is wr
 LLaMA-Factory does: re-exporting after more training is the common case), but the weight files of
 an earlier export are removed first, so shards of two exports never mix (transformers would load
 a stale model.safetensors before a new shard index). Refused: exporting into the base model's or
-an adapter's folder.
+an adapter's folder. Everything is written into a staging folder beside export_dir and moved in
+when complete, so a failure leaves export_dir as it was.
+
+After the safetensors: optional quantization (bitsandbytes, or calibrated autoround/gptq:
+quantize_4bit.py), optional GGUF (gguf.py), the Ollama Modelfile (modelfile.py), then the load-back
+check of what was written (verify.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.export.files import readable_weights, remove_weights
+from tuneforge.export.files import commit, readable_weights, staging, swap_weights
 from tuneforge.log import note
 
 DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "fp16": "float16", "bf16": "bfloat16",
@@ -36,6 +42,8 @@ class ExportPlan:
     dtype: Any  # torch.dtype of the exported weights
     device: str
     quantization_bit: int | None = None
+    quantization_method: str | None = None  # bnb, gptq, autoround
+    gguf_type: str | None = None
 
 
 @dataclass
@@ -45,6 +53,8 @@ class ExportResult:
     weight_files: list[str]
     chat_template: str  # one line: which chat template was saved
     eos_token_id: list[int]
+    gguf_files: list[str] = field(default_factory=list)
+    parity: list[Any] = field(default_factory=list)  # verify.Parity of each runtime loaded back
 
 
 def _same_folder(a: str | Path, b: str | Path) -> bool:
@@ -70,7 +80,6 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
     """Check the config, paths and base model config; load no weights."""
     import torch
 
-    from tuneforge.export.quantize import check_quantization
     from tuneforge.model.adapters import check_adapter_dir
     from tuneforge.model.load import hub_errors, resolve_model_path
 
@@ -85,8 +94,7 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
     if e.export_hub_model_id:
         raise ConfigError(f"{where}: export_hub_model_id is not supported yet; export, then upload the folder "
                           "with `hf upload <repo id> <export_dir>`")
-    if e.export_quantization_bit is not None:
-        check_quantization(e.export_quantization_bit)
+    method, gguf_type = check_formats(cfg)
     adapters = list(m.adapter_name_or_path or [])
     if adapters and cfg.method.finetuning_type != "lora":
         raise ConfigError(f"{where}: adapter_name_or_path needs finetuning_type: lora (a freeze or full checkpoint "
@@ -120,7 +128,34 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
 
     dtype = _checkpoint_dtype(config) if e.export_dtype == "auto" else getattr(torch, e.export_dtype)
     device = "cuda" if e.export_device == "auto" and torch.cuda.is_available() else "cpu"
-    return ExportPlan(out, base_path, adapters, dtype, device, e.export_quantization_bit)
+    return ExportPlan(out, base_path, adapters, dtype, device, e.export_quantization_bit, method, gguf_type)
+
+
+def check_formats(cfg: RunConfig) -> tuple[str | None, str | None]:
+    """(quantization method, GGUF type), each None when not asked for; every missing piece is refused
+    here, before anything loads or is written (the llama.cpp converter is fetched now if need be)."""
+    from tuneforge.export.quantize import check_quantization
+    from tuneforge.export.quantize_4bit import CALIBRATED, check_calibrated, quantization_method
+
+    e = cfg.export
+    method = None
+    if e.export_quantization_bit is not None:
+        method = quantization_method(cfg)
+        if method in CALIBRATED:
+            check_calibrated(cfg, method)
+        else:
+            check_quantization(e.export_quantization_bit)
+    gguf_type = None
+    if e.export_format == "gguf" or e.export_gguf:
+        from tuneforge.export.gguf import DEFAULT_TYPE, check_gguf_type
+        from tuneforge.export.llama_cpp import converter_dir
+
+        if method is not None:
+            raise ConfigError("export_gguf converts the full-precision merged model; it cannot also take "
+                              "export_quantization_bit (choose a quantized GGUF type such as q4_k_m instead)")
+        gguf_type = check_gguf_type(e.export_gguf or DEFAULT_TYPE)
+        converter_dir()
+    return method, gguf_type
 
 
 def generation_stop_ids(stop_ids: list[int], existing: Any) -> list[int]:
@@ -148,24 +183,42 @@ def save_tokenizer(tokenizer: Any, bound: Any, export_dir: Path, chosen: tuple[s
     return which
 
 
-def export_model(cfg: RunConfig) -> ExportResult:
-    """Merge, save and (optionally) quantize as `plan_export` checked; says each step through `tuneforge.log`."""
-    import torch
+@dataclass
+class Prepared:
+    """What is known before the weights load: tokenizer, template, stop ids, chat template, calibration text."""
 
+    tokenizer: Any
+    bound: Any
+    stop_ids: list[int]
+    chosen: tuple[str | None, str]
+    calibration: list[str] | None = None
+
+
+def prepare(cfg: RunConfig, plan: ExportPlan) -> Prepared:
     from tuneforge.data.templates import template_for
     from tuneforge.export.chat_template import choose_chat_template
-    from tuneforge.model.adapters import load_adapters
-    from tuneforge.model.load import Precision, load_model, load_tokenizer
+    from tuneforge.export.modelfile import check_modelfile
+    from tuneforge.export.quantize_4bit import CALIBRATED, calibration_blocks, calibration_texts
+    from tuneforge.model.load import load_tokenizer
 
-    plan = plan_export(cfg)
     tokenizer = load_tokenizer(cfg.model)
     bound = template_for(cfg.data, tokenizer)
-    stop_ids = bound.stop_token_ids()
-    chosen = choose_chat_template(bound)  # before the weights load: a problem here costs nothing
-    dtype_name = str(plan.dtype).removeprefix("torch.")
+    check_modelfile(bound)
+    ready = Prepared(tokenizer, bound, bound.stop_token_ids(), choose_chat_template(bound))
+    if plan.quantization_method in CALIBRATED:
+        e = cfg.export
+        ready.calibration = calibration_blocks(calibration_texts(cfg, bound), tokenizer,
+                                               e.export_quantization_nsamples, e.export_quantization_maxlen)
+    return ready
+
+
+def merged_model(cfg: RunConfig, plan: ExportPlan) -> Any:
+    """The base model with the adapters merged in, in the export dtype, on the export device."""
+    from tuneforge.model.adapters import load_adapters
+    from tuneforge.model.load import Precision, load_model
+
     if cfg.export.export_device == "auto" and plan.device == "cpu":
         note("export_device auto: no GPU visible, merging on the CPU")
-
     # merging runs no attention: transformers' default implementation whatever flash_attn says
     model = load_model(cfg.model, Precision(plan.dtype, False, False, plan.device), attn_implementation=None,
                        for_training=False)
@@ -179,28 +232,104 @@ def export_model(cfg: RunConfig) -> ExportResult:
              f"({cfg.method.finetuning_type} checkpoint or base model)")
     model = model.to(plan.dtype).eval()
     model.config.use_cache = True
+    return model
+
+
+def save_merged(model: Any, ready: Prepared, stage: Path, shard_bytes: int) -> tuple[list[int], str]:
+    """Safetensors, generation_config stopping at the template's stop ids, tokenizer; -> (eos ids, which template)."""
+    import torch
 
     gen = model.generation_config
-    eos = generation_stop_ids(stop_ids, gen.eos_token_id)
+    eos = generation_stop_ids(ready.stop_ids, gen.eos_token_id)
     gen.eos_token_id = eos if len(eos) > 1 else eos[0]
-    if tokenizer.pad_token_id is not None:
-        gen.pad_token_id = tokenizer.pad_token_id
-
-    out = plan.export_dir
-    out.mkdir(parents=True, exist_ok=True)
-    removed = remove_weights(out, also=TEMPLATE_FILES)
-    if removed:
-        note(f"export_dir {out} had an earlier export: replaced {len(removed)} file(s)")
-    shard_bytes = max(int(cfg.export.export_size * 10**9), 1)
+    if ready.tokenizer.pad_token_id is not None:
+        gen.pad_token_id = ready.tokenizer.pad_token_id
     with torch.no_grad():
-        model.save_pretrained(out, max_shard_size=shard_bytes)
-    readable_weights(out)
-    which = save_tokenizer(tokenizer, bound, out, chosen)
+        model.save_pretrained(stage, max_shard_size=shard_bytes)
+    readable_weights(stage)
+    which = save_tokenizer(ready.tokenizer, ready.bound, stage, ready.chosen)
     note(f"chat template: {which}")
-    del model
-    if plan.quantization_bit is not None:
+    return eos, which
+
+
+def runtime_files(cfg: RunConfig, plan: ExportPlan, ready: Prepared, stage: Path, eos: list[int]) -> list[str]:
+    """Quantized weights, GGUF files and the Modelfile, written into the staging folder; -> GGUF names."""
+    from tuneforge.export.modelfile import write_modelfile
+
+    shard_bytes = max(int(cfg.export.export_size * 10**9), 1)
+    ggufs: list[str] = []
+    if plan.quantization_method == "bnb":
         from tuneforge.export.quantize import quantize_export
 
-        quantize_export(out, plan.quantization_bit, plan.dtype, shard_bytes)
+        quantize_export(stage, plan.quantization_bit, plan.dtype, shard_bytes)
+    elif plan.quantization_method is not None:
+        from tuneforge.export.quantize_4bit import quantize_calibrated
+
+        with tempfile.TemporaryDirectory(dir=stage.parent, prefix=f".{stage.name}-q") as tmp:
+            written = quantize_calibrated(stage, Path(tmp), plan.quantization_method, plan.quantization_bit,
+                                          ready.calibration or [])
+            swap_weights(stage, written)
+    if plan.gguf_type is not None:
+        from tuneforge.export.gguf import write_gguf, write_gguf_adapter
+
+        ggufs.append(write_gguf(stage, plan.gguf_type).name)
+        if len(plan.adapters) == 1 and Path(plan.base_path).is_dir():
+            ggufs.append(write_gguf_adapter(Path(plan.adapters[0]), Path(plan.base_path),
+                                            stage / "adapter-f16.gguf").name)
+    write_modelfile(stage, ready.bound, ready.tokenizer, eos, f"./{ggufs[0]}" if ggufs else ".")
+    return ggufs
+
+
+def export_model(cfg: RunConfig) -> ExportResult:
+    """Merge, save, quantize/convert as `plan_export` checked, write the Modelfile, load back; says
+    each step through `tuneforge.log`."""
+    from tuneforge.export.verify import prompt_ids, transformers_greedy
+
+    plan = plan_export(cfg)
+    ready = prepare(cfg, plan)  # before the weights load: a problem here costs nothing
+    model = merged_model(cfg, plan)
+    prompts = prompt_ids(ready.bound, ready.tokenizer)
+    reference = {p: transformers_greedy(model, ids, ready.stop_ids) for p, ids in prompts.items()} \
+        if needs_reference(plan) else {}
+    out = plan.export_dir
+    shard_bytes = max(int(cfg.export.export_size * 10**9), 1)
+    with staging(out) as stage:
+        eos, which = save_merged(model, ready, stage, shard_bytes)
+        del model
+        ggufs = runtime_files(cfg, plan, ready, stage, eos)
+    removed = commit(stage, out, also=TEMPLATE_FILES)
+    if removed:
+        note(f"export_dir {out} had an earlier export: replaced {len(removed)} file(s)")
     weights = sorted(p.name for p in out.glob("*.safetensors"))
-    return ExportResult(out, dtype_name, weights, which, eos)
+    result = ExportResult(out, str(plan.dtype).removeprefix("torch."), weights, which, eos, ggufs)
+    result.parity = load_back(plan, result, ready, prompts, reference)
+    return result
+
+
+def needs_reference(plan: ExportPlan) -> bool:
+    from tuneforge.export.llama_cpp import has_library
+    from tuneforge.export.quantize_4bit import CALIBRATED
+
+    return plan.quantization_method in CALIBRATED or (plan.gguf_type is not None and has_library())
+
+
+def load_back(plan: ExportPlan, result: ExportResult, ready: Prepared, prompts: dict[str, list[int]],
+              reference: dict[str, list[int]]) -> list[Any]:
+    """Load what was written with its runtime where installed and compare greedy answers (verify.py)."""
+    from tuneforge.export.llama_cpp import has_library
+    from tuneforge.export.quantize_4bit import CALIBRATED
+    from tuneforge.export.verify import compare, llama_cpp_greedy, transformers_answers
+
+    found = []
+    if plan.quantization_method in CALIBRATED:
+        answers = transformers_answers(result.export_dir, prompts, ready.stop_ids)
+        found.append(compare(f"transformers ({plan.quantization_method} {plan.quantization_bit}-bit)", reference,
+                             answers, ready.tokenizer))
+    if plan.gguf_type is not None:
+        if has_library():
+            path = result.export_dir / result.gguf_files[0]
+            answers = llama_cpp_greedy(path, prompts, ready.stop_ids)
+            found.append(compare(f"llama.cpp ({path.name})", reference, answers, ready.tokenizer))
+        else:
+            note("load-back llama.cpp: skipped, llama-cpp-python is not installed (pip install 'tuneforge[gguf]')")
+    return found
