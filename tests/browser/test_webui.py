@@ -304,10 +304,14 @@ def test_chat_with_the_result_streams_an_answer(session):
             if (bot.length) window.seen.add(bot[bot.length - 1].innerText.length); }, 15); }""")
     fill(page, "chat-input", "你是谁？")
     page.click("#chat-send")
-    page.wait_for_function("() => document.querySelectorAll('#chat-bot .bot').length > 0")
-    page.wait_for_timeout(4000)
+    page.wait_for_function("() => document.querySelectorAll('#chat-bot .bot').length > 0", timeout=SLOW)
+    answer, steady, deadline = None, time.time(), time.time() + 120
+    while time.time() - steady < 3 and time.time() < deadline:  # until the answer stops growing
+        text = page.locator("#chat-bot .bot").last.inner_text()
+        if text != answer:
+            answer, steady = text, time.time()
+        page.wait_for_timeout(200)
     lengths = page.evaluate("() => { clearInterval(window.watcher); return Array.from(window.seen); }")
-    answer = page.locator("#chat-bot .bot").last.inner_text()
     assert answer.strip(), "no answer"
     assert len([n for n in lengths if n > 0]) >= 2, lengths  # it grew piece by piece: streamed
     shot(page, "5-chat")

@@ -25,6 +25,9 @@ def test_every_schema_key_becomes_a_field_with_its_type_default_choices_and_help
     assert specs["enable_liger_kernel"].kind == "tristate" and specs["enable_liger_kernel"].choices == ("auto", "true",
                                                                                                       "false")
     assert specs["lora_target"].kind == "list" and specs["lora_target"].default == ["all"]
+    method = specs["export_quantization_method"]  # Literal[...] | None: the choices and "" for unset
+    assert method.kind == "choice" and method.choices == ("", "bnb", "gptq", "autoround") and method.default is None
+    assert form.config_value(method, "") is None and form.config_value(method, "gptq") == "gptq"
     assert specs["model_name_or_path"].required
     assert specs["cutoff_len"].help == schema.DataConfig.model_fields["cutoff_len"].description
     assert all(spec.help for spec in specs.values()), [k for k, s in specs.items() if not s.help]

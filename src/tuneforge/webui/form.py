@@ -39,8 +39,10 @@ def _kind(annotation: Any) -> tuple[Kind, tuple[str, ...]]:
         return "choice", tuple(str(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
         if len(args) == 1:
-            inner, _ = _kind(args[0])
-            return ("tristate" if inner == "bool" else inner), (TRISTATE if inner == "bool" else ())
+            inner, choices = _kind(args[0])
+            if inner == "bool":
+                return "tristate", TRISTATE
+            return inner, ("", *choices) if choices else ()  # "" leaves an optional choice unset
         return ("list" if any(typing.get_origin(a) is list for a in args) and str in args else "text"), ()
     if origin is list:
         return "list", ()

@@ -50,8 +50,11 @@ TABS: dict[str, tuple[Group, ...]] = {
         Group("generation", GENERATION),
         Group("vllm", VLLM, True),
     ),
-    "export": (Group("export", ("export_dir", "export_size", "export_dtype", "export_device",
-                                "export_quantization_bit", "export_legacy_format", "export_hub_model_id")),),
+    "export": (Group("export", ("export_dir", "export_format", "export_gguf", "export_size", "export_dtype",
+                                "export_device", "export_legacy_format", "export_hub_model_id")),
+               Group("export_quantization", ("export_quantization_bit", "export_quantization_method",
+                                             "export_quantization_dataset", "export_quantization_nsamples",
+                                             "export_quantization_maxlen"), True)),
 }
 OTHER = "other"  # the Train tab's collapsed group of every key placed nowhere else
 
