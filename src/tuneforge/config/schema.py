@@ -322,6 +322,8 @@ class ExportConfig(Section):
         description="Calibration data for gptq/autoround: a dataset name (dataset_info.json) or a .json/.jsonl/.txt file")
     export_quantization_nsamples: int = Field(128, gt=0, description="Calibration samples for gptq/autoround")
     export_quantization_maxlen: int = Field(1024, gt=0, description="Tokens per calibration sample")
+    export_quantization_iters: int = Field(200, ge=0,
+        description="autoround: tuning steps per block (200, its default; 0 rounds to nearest, the fastest)")
     export_format: Literal["safetensors", "gguf"] = Field("safetensors",
         description="safetensors (transformers, vLLM), or gguf (llama.cpp, Ollama) written beside it")
     export_gguf: str | None = Field(None,

@@ -148,9 +148,9 @@ for key, field in reader.fields.items():
     except Exception:
         continue
     out[key] = value if isinstance(value, (str, int, float, bool, list)) else str(value)
-tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+tokens = reader.fields["tokenizer.ggml.tokens"].contents() if "tokenizer.ggml.tokens" in reader.fields else []
 for key in list(out):
-    if key.startswith("tokenizer.ggml.") and key.endswith("_token_id") and isinstance(out[key], int):
+    if key.startswith("tokenizer.ggml.") and key.endswith("_token_id") and isinstance(out[key], int) and tokens:
         out[key.removesuffix("_id")] = tokens[out[key]]
 out["tensor_types"] = sorted({t.tensor_type.name for t in reader.tensors})
 print(json.dumps(out))

@@ -96,6 +96,11 @@ def plan_export(cfg: RunConfig) -> ExportPlan:
                           "with `hf upload <repo id> <export_dir>`")
     method, gguf_type = check_formats(cfg)
     adapters = list(m.adapter_name_or_path or [])
+    if m.quantization_bit is not None:  # a QLoRA training config reused for export
+        raise ConfigError(f"{where}: quantization_bit: {m.quantization_bit} would load the base quantized, and adapters "
+                          "cannot be merged into quantized weights; merge into the full-precision base: remove "
+                          "quantization_bit (a QLoRA adapter merges into the unquantized model it was trained on; "
+                          "export_quantization_bit quantizes the merged export)")
     if adapters and cfg.method.finetuning_type != "lora":
         raise ConfigError(f"{where}: adapter_name_or_path needs finetuning_type: lora (a freeze or full checkpoint "
                           "is exported by naming its folder in model_name_or_path)")
@@ -267,7 +272,7 @@ def runtime_files(cfg: RunConfig, plan: ExportPlan, ready: Prepared, stage: Path
 
         with tempfile.TemporaryDirectory(dir=stage.parent, prefix=f".{stage.name}-q") as tmp:
             written = quantize_calibrated(stage, Path(tmp), plan.quantization_method, plan.quantization_bit,
-                                          ready.calibration or [])
+                                          ready.calibration or [], cfg.export.export_quantization_iters)
             swap_weights(stage, written)
     if plan.gguf_type is not None:
         from tuneforge.export.gguf import write_gguf, write_gguf_adapter

@@ -103,7 +103,8 @@ def group_size(model_dir: Path) -> int:
     return 128 if all(w % 128 == 0 for w in widths) else 32
 
 
-def quantize_calibrated(model_dir: Path, out_dir: Path, method: str, bits: int, blocks: list[str]) -> Path:
+def quantize_calibrated(model_dir: Path, out_dir: Path, method: str, bits: int, blocks: list[str],
+                        iters: int = 200) -> Path:
     """Quantize the merged model in `model_dir` into `out_dir`; returns the folder written."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,8 +117,8 @@ def quantize_calibrated(model_dir: Path, out_dir: Path, method: str, bits: int, 
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         rounder = AutoRound(model, tokenizer, bits=bits, group_size=size, sym=True, dataset=blocks,
-                            nsamples=len(blocks), seqlen=seqlen, device_map="cpu" if not torch.cuda.is_available()
-                            else "auto", enable_torch_compile=False)
+                            nsamples=len(blocks), seqlen=seqlen, iters=iters, enable_torch_compile=False,
+                            device_map="cpu" if not torch.cuda.is_available() else "auto")
         _, folders = rounder.quantize_and_save(str(out_dir), format="auto_round")
         written = Path(folders[0] if isinstance(folders, (list, tuple)) else folders)
     else:
