@@ -15,7 +15,9 @@ def run_export(config_path: Path, overrides: list[str]):
     cfg = load_config(config_path, ["do_train=false", *overrides])
     result = export_model(cfg)
     shards = len([w for w in result.weight_files if w.startswith("model")])
-    note(f"exported {result.dtype} weights ({shards} safetensors file{'s' if shards != 1 else ''}, at most "
+    e = cfg.export
+    kind = f"{result.dtype} weights" if e.export_quantization_bit is None else f"{e.export_quantization_bit}-bit weights"
+    note(f"exported {kind} ({shards} safetensors file{'s' if shards != 1 else ''}, at most "
          f"{cfg.export.export_size:g} GB each), tokenizer and generation_config (stops at token ids "
          f"{result.eos_token_id}) to {result.export_dir}")
     runs = f"FROM ./{result.gguf_files[0]}" if result.gguf_files else "FROM the safetensors folder"
