@@ -45,7 +45,7 @@ def bound_for(tiny_tokenizer):
     return get
 
 
-def cases(example: Example) -> list[tuple[Example, bool]]:
+def cases_of(example: Example) -> list[tuple[Example, bool]]:
     return [(example, False)] + [(p, True) for p in prompts_of(example)]
 
 
@@ -90,7 +90,7 @@ def ollama_request(example: Example, thinking: bool) -> dict:
 def test_jinja_renders_like_training(bound_for, name, probe):
     bound = bound_for(name)
     tok, jinja = bound.tokenizer, to_jinja(bound)
-    for example, generation in cases(PROBES[probe]):
+    for example, generation in cases_of(PROBES[probe]):
         ours = bound.render_text(example, for_generation=generation)
         tools = openai_tools(example.tools) if example.tools else None
         theirs = tok.apply_chat_template(hf_messages(example, example.system), tools=tools, chat_template=jinja,
@@ -115,7 +115,7 @@ def test_ollama_template_renders_like_training(bound_for, name, probe):
         example = PROBES[probe]
     go = to_ollama(bound)
     same = canonical_json if example.tools else (lambda s: s)
-    for chat, generation in cases(example):
+    for chat, generation in cases_of(example):
         ours = bound.render_text(chat, for_generation=generation)
         theirs = render(go, ollama_request(chat, thinking=template.thinking == "qwen3"))
         assert same(theirs) == same(ours), (probe, generation)
@@ -141,3 +141,114 @@ def test_ollama_leaves_out_the_bos_the_tokenizer_adds(bound_for, name):
     text = render(to_ollama(bound, add_bos=True), ollama_request(example, thinking=False))
     assert bound.bos and not text.startswith(bound.bos)
     assert bound.bos + text == bound.render_text(example)
+
+
+# ----------------------------------------------------------------------------- the Python renderer vs Go's own
+
+GO_RENDERER = """package main
+
+import (
+\t"bufio"
+\t"encoding/json"
+\t"os"
+\t"strings"
+\t"text/template"
+)
+
+// Ollama's shapes: arguments and tools print themselves as JSON (encoding/json).
+type Args map[string]any
+
+func (a Args) String() string { b, _ := json.Marshal(map[string]any(a)); return string(b) }
+
+type Tool map[string]any
+
+func (t Tool) String() string { b, _ := json.Marshal(map[string]any(t)); return string(b) }
+
+type ToolCallFunction struct {
+\tName      string
+\tArguments Args
+}
+type ToolCall struct{ Function ToolCallFunction }
+type Message struct {
+\tRole, Content, Thinking string
+\tToolCalls              []ToolCall
+}
+type Values struct {
+\tMessages         []Message
+\tTools            []Tool
+\tThink, IsThinkSet bool
+}
+type Case struct {
+\tTemplate string
+\tData     Values
+}
+
+func main() {
+\tin := bufio.NewScanner(os.Stdin)
+\tin.Buffer(make([]byte, 1<<20), 1<<26)
+\tout := json.NewEncoder(os.Stdout)
+\tfor in.Scan() {
+\t\tvar c Case
+\t\tif err := json.Unmarshal(in.Bytes(), &c); err != nil {
+\t\t\tpanic(err)
+\t\t}
+\t\tvar b strings.Builder
+\t\tt, err := template.New("").Parse(c.Template)
+\t\tif err == nil {
+\t\t\terr = t.Execute(&b, c.Data)
+\t\t}
+\t\tif err != nil {
+\t\t\tout.Encode(map[string]string{"error": err.Error()})
+\t\t\tcontinue
+\t\t}
+\t\tout.Encode(map[string]string{"text": b.String()})
+\t}
+}
+"""
+
+
+def plain(value):
+    """The request as JSON for the Go program (GoJSON values as what they hold)."""
+    if isinstance(value, GoJSON):
+        return value.value
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def test_python_renderer_agrees_with_go_text_template(bound_for, tmp_path):
+    """Where a Go toolchain is installed, Go's own text/template renders every Ollama template on every
+    probe and generation prompt exactly as tests/export/gotemplate.py does (CI has no Go: there the
+    Python renderer above is the check)."""
+    import shutil
+    import subprocess
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("no Go toolchain here (apt-get install golang-go): the Python renderer is checked without it")
+    (tmp_path / "go.mod").write_text("module render\n\ngo 1.19\n")
+    (tmp_path / "main.go").write_text(GO_RENDERER)
+    env = {"GOCACHE": str(tmp_path / "cache"), "GOPATH": str(tmp_path / "gopath"), "HOME": str(tmp_path),
+           "PATH": "/usr/bin:/bin", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    built = subprocess.run([go, "build", "-o", "render", "."], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    cases, expected = [], []
+    for name in NAMES:
+        template = TEMPLATES[name]
+        go_template = to_ollama(bound_for(name))
+        for probe, example in PROBES.items():
+            if probe in TOOL_PROBES and template.tools is None:
+                continue
+            for chat, _ in cases_of(example):
+                request = ollama_request(chat, thinking=template.thinking == "qwen3")
+                cases.append(json.dumps({"Template": go_template, "Data": plain(request)}, ensure_ascii=False))
+                expected.append(render(go_template, request))
+    done = subprocess.run([str(tmp_path / "render")], input="\n".join(cases) + "\n", capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == len(expected) > 200
+    for result, python in zip(results, expected):
+        assert result == {"text": python}
