@@ -19,10 +19,11 @@ from template_probes import FAMILIES, TEMPLATE_FAMILY, family_tokenizer
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.data.encode.tokenize import tokenize_turns
-from tuneforge.data.example import Example, Message
+from tuneforge.data.example import Example
 from tuneforge.data.templates import TEMPLATES, get_template
 from tuneforge.data.templates.auto import hf_messages
 from tuneforge.data.templates.check import compare_with_tokenizer
+from tuneforge.data.templates.probes import ONE_CALL, TOOL_PROBES, TOOLS, TWO_CALLS, tool_chat
 
 # ----------------------------------------------------------------------------- ground truth files
 
@@ -240,29 +241,7 @@ def test_qwen3_thinking_matches(make_tokenizer, probe: str, thinking: bool):
 
 # ----------------------------------------------------------------------------- tools
 
-TOOLS = json.dumps([
-    {"name": "get_weather", "description": "查询城市的天气",
-     "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "城市名"}},
-                    "required": ["city"]}},
-    {"name": "add", "description": "Add two numbers",
-     "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}},
-], ensure_ascii=False)
-
-
-def tool_chat(call: str, system: str | None = None) -> Example:
-    return Example(messages=[
-        Message("user", "北京今天天气怎么样？再算一下 3+4。"),
-        Message("function", call),
-        Message("observation", '{"city": "北京", "temperature": 25, "condition": "晴"}'),
-        Message("assistant", "北京今天晴，气温25度。"),
-    ], system=system, tools=TOOLS)
-
-
-ONE_CALL = json.dumps({"name": "get_weather", "arguments": {"city": "北京"}}, ensure_ascii=False)
-TWO_CALLS = json.dumps([{"name": "get_weather", "arguments": {"city": "北京"}},
-                        {"name": "add", "arguments": {"a": 3, "b": 4}}], ensure_ascii=False)
-TOOL_PROBES = {"one-call": tool_chat(ONE_CALL), "one-call-system": tool_chat(ONE_CALL, SYSTEM),
-               "two-calls": tool_chat(TWO_CALLS), "two-calls-system": tool_chat(TWO_CALLS, SYSTEM)}
+# The package's tool probes (tuneforge.data.templates.probes): the same conversations every rendering is checked on.
 TOOL_CASES = [("qwen", "shared", "qwen2.5-instruct.jinja"), ("qwen", "trl", "qwen2_5.jinja"),
               ("qwen3_nothink", "trl", "qwen3_instruct_2507.jinja"), ("qwen3", "trl", "qwen3.jinja")]
 
