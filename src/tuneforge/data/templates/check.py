@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from tuneforge.data.example import Example, Message
 from tuneforge.data.templates import BoundTemplate
 from tuneforge.data.templates.auto import hf_messages
+from tuneforge.data.templates.probes import CHAT_PROBES
 
-PROBES = [
-    Example(messages=[Message("user", "Hi there"), Message("assistant", "Hello! How can I help?")],
-            system="You are a helpful assistant."),
-    Example(messages=[Message("user", "你好"), Message("assistant", "你好！"), Message("user", "What is 2+2?"),
-                      Message("assistant", "4")]),
-]
+# Two of the package's probes (data/templates/probes.py): one with a system prompt, one multi-turn without.
+PROBES = [CHAT_PROBES["single-system"], CHAT_PROBES["multi"]]
 
 
 def _snippet(text: str, at: int) -> str:
