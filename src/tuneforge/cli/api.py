@@ -72,11 +72,14 @@ def run_api(config_path: Path, overrides: list[str]) -> None:
     from tuneforge.infer.engine import create_engine
 
     engine = create_engine(cfg.model, cfg.data, cfg.generate, serving=True)
-    app = create_app(engine, model_name, api_key, limits)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"tuneforge: serving '{model_name}' at http://{shown}:{port}/v1 "
-          f"({'API key required' if api_key else 'no API key'})", flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        print(f"tuneforge: warning: listening on {host} without API_KEY: anyone who can reach this port can "
-              "use the model", file=sys.stderr, flush=True)
-    run_server(app, host, port, limits.drain_seconds, engine.close, os.environ.get("API_LOG_LEVEL", "info"))
+    try:  # the engine may run a generation thread: it is stopped however this ends
+        app = create_app(engine, model_name, api_key, limits)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"tuneforge: serving '{model_name}' at http://{shown}:{port}/v1 "
+              f"({'API key required' if api_key else 'no API key'})", flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+            print(f"tuneforge: warning: listening on {host} without API_KEY: anyone who can reach this port can "
+                  "use the model", file=sys.stderr, flush=True)
+        run_server(app, host, port, limits.drain_seconds, engine.close, os.environ.get("API_LOG_LEVEL", "info"))
+    finally:
+        engine.close()
