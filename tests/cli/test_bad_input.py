@@ -100,7 +100,7 @@ CASES = [
          config={"model_name_or_path": "./no/such/model"}),
     Case("misspelt_key", ("train.yaml", "unknown key 'learning_rat'", "did you mean 'learning_rate'"),
          config={"learning_rat": 1e-4}),
-    Case("lf_key_unsupported", ("train.yaml", "'quantization_bit'", "not support"), config={"quantization_bit": 4}),
+    Case("lf_key_unsupported", ("train.yaml", "'pissa_init'", "not support"), config={"pissa_init": True}),
     Case("unsupported_stage", ("train.yaml", "no stage 'simpo'", "pref_loss: simpo"), config={"stage": "simpo"}),
     Case("negative_lora_rank", ("train.yaml", "'lora_rank'", "greater than 0", "-1"), config={"lora_rank": -1}),
     Case("finetuning_type_qlora", ("train.yaml", "'finetuning_type'", "'qlora'", "lora"),
@@ -126,6 +126,14 @@ CASES = [
 # More mistakes, checked through the same entry point (`tuneforge.cli.main.run`) inside this
 # process: each costs milliseconds instead of a fresh interpreter importing torch.
 MORE_CASES = [
+    Case("quantization_bit_3", ("train.yaml", "'quantization_bit'", "bnb", "4 or 8", "not 3"),
+         config={"quantization_bit": 3}),
+    Case("quantization_full", ("train.yaml", "quantization_bit needs finetuning_type: lora", "full"),
+         config={"quantization_bit": 4, "finetuning_type": "full"}),
+    Case("streaming_without_max_steps", ("train.yaml", "streaming: true needs max_steps"),
+         config={"streaming": True, "max_steps": None}),
+    Case("interleave_probs_count", ("train.yaml", "interleave_probs has 1 values for 2 datasets"),
+         config={"dataset": "good,identity", "mix_strategy": "interleave_under", "interleave_probs": "1.0"}),
     Case("num_samples_zero", ("dataset_info.json", "'bad'", "'num_samples'", "0"),
          config={"dataset": "bad"}, info=json.dumps({"bad": {"file_name": "good.json", "num_samples": 0}})),
     Case("alpaca_history_not_list", ("bad.json record 3", "'history'", "list"),

@@ -132,6 +132,12 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # trl's trainers report usage unless told not to
+    # bitsandbytes (imported by peft whenever it is installed), on a CPU with AVX512-BF16, fetches an optional
+    # kernel from the hub and, offline, says so in two warning lines before using its own
+    import logging
+
+    for name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def run() -> None:

@@ -91,7 +91,7 @@ def report_stop(run: Setup, stopped: Any, command: str) -> None:
 def setup(cfg: RunConfig) -> Setup | None:
     """None when resuming a run that already reached its last step (a note says so; nothing changes)."""
     from tuneforge.model import kernels
-    from tuneforge.model.load import choose_precision, load_model_config
+    from tuneforge.model.load import check_quantization, choose_precision, load_model_config
     from tuneforge.stages.registry import get_stage
     from tuneforge.train.disk import check_disk
     from tuneforge.train.outputs import check_output_dir
@@ -104,6 +104,7 @@ def setup(cfg: RunConfig) -> Setup | None:
         note(done)
         return None
     precision = choose_precision(cfg.train, cfg.method.finetuning_type)
+    check_quantization(cfg.model)  # quantization_bit's package installed: one line before anything loads
     model_config = load_model_config(cfg.model)
     check_disk(cfg, model_config, precision.load_dtype)  # writable, room for a checkpoint
     if precision.note:
@@ -142,8 +143,10 @@ def prepare(run: Setup) -> Prepared:
 
 def _report_data(cfg: RunConfig, data: EncodedData) -> None:
     counts = ", ".join(f"{k}: {v}" for k, v in data.report.counts.items())
-    note(f"data: {len(data.train)} training samples ({counts})"
-         + (f", {len(data.eval)} eval" if data.eval is not None else "")
+    size = f"{len(data.train)} training samples" if hasattr(data.train, "__len__") else "streamed while training"
+    note(f"data: {size} ({counts or ', '.join(cfg.data.dataset or [])})"
+         + (f", {len(data.eval) if hasattr(data.eval, '__len__') else int(cfg.data.val_size)} eval"
+            if data.eval is not None else "")
          + (" [cached]" if data.from_cache else ""))
     if data.report.skipped:
         note(f"skipped {len(data.report.skipped)} bad records (bad_records: skip); first: {data.report.skipped[0]}")
@@ -167,16 +170,19 @@ def _checkpointing(run: Setup, data: EncodedData) -> bool | None:
     """On a GPU, when the config leaves it open: sized on the largest micro-batch this data can form,
     not batch x cutoff_len. None leaves it to the config."""
     from tuneforge.config.stages import facts
+    from tuneforge.data.packing import sample_lengths
     from tuneforge.model.memory.settings import decide_checkpointing, worst_micro_batch
     from tuneforge.train.arguments import wants_checkpointing
 
     cfg = run.cfg
     if run.precision.device != "cuda" or wants_checkpointing(cfg) is not None or not facts(cfg.method.stage).padding_free:
         return None
-    tokens = worst_micro_batch([len(ids) for ids in data.train["input_ids"]],
-                               cfg.train.per_device_train_batch_size, run.fast.padding_free)
+    lengths = sample_lengths(data.train)  # None when streaming: sized on batch x cutoff_len
+    tokens = None if lengths is None else worst_micro_batch(lengths, cfg.train.per_device_train_batch_size,
+                                                            run.fast.padding_free)
     checkpointing, reason = decide_checkpointing(cfg, tokens)
-    note(f"gradient checkpointing {reason}, largest micro-batch {tokens:,} tokens")
+    note(f"gradient checkpointing {reason}, largest micro-batch "
+         + (f"{tokens:,} tokens" if tokens is not None else "batch x cutoff_len (streaming)"))
     return checkpointing
 
 

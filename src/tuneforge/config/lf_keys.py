@@ -10,15 +10,14 @@ from __future__ import annotations
 STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stage: dpo with pref_loss: simpo",
                "kto_pair": "use stage: kto"}
 
-_QUANT = "quantized training is planned"
+_QUANT = "a separate bit width for the reference and reward models is planned (quantization_bit loads them quantized too)"
 _MM = "multimodal models are planned"
 _FAST = "tuneforge keeps its own fast path (see enable_liger_kernel, fused_loss)"
 _OPTIM = "alternative optimizers are planned"
 
 LF_UNSUPPORTED: dict[str, str] = {
-    # quantization
-    "quantization_bit": _QUANT, "quantization_method": _QUANT, "quantization_type": _QUANT,
-    "double_quantization": _QUANT, "quantization_device_map": _QUANT,
+    # quantization (quantization_bit, quantization_method, quantization_type, double_quantization are keys)
+    "quantization_device_map": "a quantized model is placed on one device; spreading it over several is planned",
     # speed / kernels
     "shift_attn": "S^2-attention is not planned",
     "mixture_of_depths": "mixture-of-depths conversion is not planned",
@@ -29,9 +28,7 @@ LF_UNSUPPORTED: dict[str, str] = {
     "add_tokens": "adding tokens is planned", "add_special_tokens": "adding tokens is planned",
     "moe_aux_loss_coef": "MoE auxiliary loss settings are planned",
     # data
-    "streaming": "streaming datasets are planned", "interleave_probs": "weighted interleaving is planned (mix_strategy interleave_under|over alternates evenly)",
-    "buffer_size": "streaming datasets are planned", "tool_format": "tool formats other than the template's own are planned",
-    "tokenized_path": "tuneforge caches tokenized data automatically (see overwrite_cache)",
+    "tool_format": "tool formats other than the template's own are planned",
     "media_dir": _MM, "image_max_pixels": _MM, "image_min_pixels": _MM, "video_max_pixels": _MM,
     "video_fps": _MM, "freeze_vision_tower": _MM, "freeze_multi_modal_projector": _MM,
     "freeze_language_model": _MM, "eval_on_each_dataset": "per-dataset evaluation is planned",
@@ -64,6 +61,6 @@ RENAMED: dict[str, tuple[str | None, str]] = {
 
 # (key, value) -> what to do instead, for values LLaMA-Factory users write that we do not take
 VALUE_HINTS: dict[tuple[str, str], str] = {
-    ("finetuning_type", "qlora"): "QLoRA (lora + quantization_bit) is planned; use finetuning_type: lora for now",
+    ("finetuning_type", "qlora"): "QLoRA is finetuning_type: lora with quantization_bit: 4",
     ("finetuning_type", "oft"): "OFT is planned; use lora",
 }

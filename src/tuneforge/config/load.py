@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, VALUE_HINTS
-from tuneforge.config.schema import SECTIONS, RunConfig
+from tuneforge.config.schema import QUANTIZATION_BITS, SECTIONS, RunConfig
+from tuneforge.config.stages import facts
 from tuneforge.textfile import TextProblem, read_text
 
 # LLaMA-Factory keys accepted so its YAML files load unchanged, although nothing acts on them here:
@@ -286,3 +287,58 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
                           "on; set val_size or eval_dataset")
     if cfg.method.finetuning_type != "lora" and cfg.model.adapter_name_or_path and t.do_train:
         raise ConfigError(f"{where}: adapter_name_or_path needs finetuning_type: lora")
+    _check_quantization(cfg, where)
+    _check_data_scale(cfg, where)
+
+
+def _check_quantization(cfg: RunConfig, where: str) -> None:
+    m = cfg.model
+    if m.quantization_bit is None:
+        return
+    bits = QUANTIZATION_BITS[m.quantization_method]
+    if m.quantization_bit not in bits:
+        raise ConfigError(f"{where}: 'quantization_bit': quantization_method {m.quantization_method} quantizes to "
+                          f"{' or '.join(map(str, bits))} bits, not {m.quantization_bit}")
+    if not cfg.train.do_train:
+        return  # chat, predict and the API may load any model quantized
+    if cfg.method.finetuning_type != "lora":
+        raise ConfigError(f"{where}: quantization_bit needs finetuning_type: lora (QLoRA: adapters train on the "
+                          f"quantized base); finetuning_type {cfg.method.finetuning_type} would train the quantized "
+                          "weights themselves. Remove quantization_bit, or use lora")
+    if len(m.adapter_name_or_path or []) > 1 or (m.adapter_name_or_path and cfg.method.create_new_adapter):
+        raise ConfigError(f"{where}: quantization_bit with several adapters (or create_new_adapter) would merge "
+                          "adapters into quantized weights; merge them into the full-precision base first (tuneforge "
+                          "export), then train on the export")
+
+
+def _check_data_scale(cfg: RunConfig, where: str) -> None:
+    """streaming, interleave_probs and tokenized_path against the rest of the config."""
+    d, t = cfg.data, cfg.train
+    names = d.dataset or []
+    if d.interleave_probs is not None:
+        if d.mix_strategy == "concat":
+            raise ConfigError(f"{where}: interleave_probs needs mix_strategy: interleave_under or interleave_over "
+                              "(concat reads the datasets one after another)")
+        if len(d.interleave_probs) != len(names):
+            raise ConfigError(f"{where}: interleave_probs has {len(d.interleave_probs)} values for {len(names)} "
+                              f"datasets ({', '.join(names)}); give one per dataset")
+        if min(d.interleave_probs) < 0 or abs(sum(d.interleave_probs) - 1) > 1e-6:
+            raise ConfigError(f"{where}: interleave_probs must be probabilities adding up to 1, got "
+                              f"{', '.join(map(str, d.interleave_probs))}")
+    if not d.streaming:
+        return
+    if d.tokenized_path:
+        raise ConfigError(f"{where}: tokenized_path saves the datasets tokenized ahead of training, streaming encodes "
+                          "them while training; choose one")
+    if facts(cfg.method.stage).data not in ("supervised", "pretrain"):
+        raise ConfigError(f"{where}: streaming: true works with stage sft and pt; stage {cfg.method.stage} reads its "
+                          "data whole (remove streaming)")
+    if t.do_train and t.max_steps <= 0:
+        raise ConfigError(f"{where}: streaming: true needs max_steps (a stream has no length, so num_train_epochs "
+                          "cannot tell when to stop)")
+    if d.packing or d.neat_packing:
+        raise ConfigError(f"{where}: packing needs the whole dataset to sort samples into rows; it does not work with "
+                          "streaming: true")
+    if d.val_size and d.val_size < 1:
+        raise ConfigError(f"{where}: with streaming: true, val_size is a number of samples (the first ones of the "
+                          f"stream), not a share, got {d.val_size}")

@@ -25,6 +25,10 @@ def split_list(value: Any) -> list[str] | None:
     return items or None
 
 
+# quantization_method -> the bit widths it quantizes to (bitsandbytes: nf4/fp4 or LLM.int8; hqq: 1-4 or 8)
+QUANTIZATION_BITS = {"bnb": (4, 8), "hqq": (1, 2, 3, 4, 8)}
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -68,6 +72,15 @@ class ModelConfig(Section):
     infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field("auto",
         description="The dtype of the weights for chat, predict and the API (auto: the model's own)")
     model_max_length: int | None = Field(None, gt=0, description="Override the tokenizer's maximum sequence length")
+    # QLoRA: the base loads quantized (bitsandbytes, or hqq where installed) and LoRA trains on it.
+    quantization_bit: int | None = Field(None,
+        description="Load the base model quantized to this many bits (bnb: 4 or 8; hqq: 1-4 or 8) and train LoRA "
+                    "on it (QLoRA)")
+    quantization_method: Literal["bnb", "hqq"] = Field("bnb",
+        description="How the base is quantized on loading: bnb (bitsandbytes) or hqq")
+    quantization_type: Literal["nf4", "fp4"] = Field("nf4", description="bnb 4-bit: the 4-bit data type, nf4 or fp4")
+    double_quantization: bool = Field(True,
+        description="bnb 4-bit: quantize the quantization constants too (saves about 0.4 bits per weight)")
 
     @field_validator("adapter_name_or_path", mode="before")
     @classmethod
@@ -112,6 +125,18 @@ class DataConfig(Section):
                     "rows")
     neat_packing: bool = Field(False,
         description="LLaMA-Factory's name for packing with isolated samples; same as packing")
+    # Datasets larger than memory: read lazily and encoded as batches arrive (needs max_steps).
+    streaming: bool = Field(False,
+        description="Read and encode the datasets lazily while training (for data larger than memory; needs "
+                    "max_steps)")
+    buffer_size: int = Field(16384, gt=0,
+        description="streaming: records held in the shuffle buffer (the order is shuffled within it)")
+    interleave_probs: list[float] | None = Field(None,
+        description="interleave_under/over: the probability of drawing from each dataset (comma-separated, one per "
+                    "dataset, adding up to 1)")
+    tokenized_path: str | None = Field(None,
+        description="A folder for the tokenized datasets: saved there when it does not exist, loaded from it "
+                    "(skipping reading and tokenizing) when it does")
     # error: stop at the first bad record (default). skip: drop bad records, report how many.
     bad_records: Literal["error", "skip"] = Field("error",
         description="error: stop at the first bad record; skip: drop bad records and report how many")
@@ -120,6 +145,11 @@ class DataConfig(Section):
     @classmethod
     def _split(cls, v: Any) -> Any:
         return split_list(v)
+
+    @field_validator("interleave_probs", mode="before")
+    @classmethod
+    def _probs(cls, v: Any) -> Any:
+        return split_list(v) if isinstance(v, str) else v
 
     @field_validator("val_size")
     @classmethod

@@ -10,16 +10,42 @@ from tuneforge.config.schema import MethodConfig, ModelConfig
 from tuneforge.model.selection import freeze_trained, lora_targets
 
 
+# Quantized linears that are not nn.Linear subclasses (bitsandbytes' are; hqq's is not).
+QUANTIZED_LINEARS = ("HQQLinear",)
+
+
 def linear_module_names(model: Any) -> list[str]:
-    """Short names of every nn.Linear except the output head (what `lora_target: all` means)."""
+    """Short names of every linear layer (quantized ones included) except the output head: what
+    `lora_target: all` means."""
     import torch
 
     head = model.get_output_embeddings()
     names = set()
     for full_name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and module is not head:
+        linear = isinstance(module, torch.nn.Linear) or type(module).__name__ in QUANTIZED_LINEARS
+        if linear and module is not head:
             names.add(full_name.split(".")[-1])
     return sorted(names)
+
+
+def is_quantized(model: Any) -> bool:
+    """Loaded with a quantization config (QLoRA's base)."""
+    return getattr(model, "hf_quantizer", None) is not None
+
+
+def prepare_quantized(model: Any) -> Any:
+    """A quantized base before LoRA goes on it. Its unquantized weights (embeddings, norms, head) stay in the
+    dtype they loaded in, as plain LoRA's frozen weights do; only fp16 ones are raised to fp32 by peft's
+    prepare_model_for_kbit_training (fp16's range is what its fp32 upcast protects; bf16 and fp32 need
+    nothing, and the upcast would double those weights' memory). Checkpointing is the run's own decision
+    (train/arguments.py, non-reentrant), so peft is not asked to switch it on."""
+    import torch
+
+    if any(p.dtype == torch.float16 for p in model.parameters()):
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
 
 
 def check_adapter_dir(path: str) -> None:
@@ -83,7 +109,12 @@ def apply_method(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> An
     if method.finetuning_type == "lora":
         for param in model.parameters():
             param.requires_grad_(False)
+        if is_quantized(model):
+            model = prepare_quantized(model)
         return apply_lora(model, method, model_cfg)
+    if is_quantized(model):  # config/load.py refuses this for training; a stage calling it directly gets a line too
+        raise ConfigError(f"quantization_bit needs finetuning_type: lora (QLoRA); {method.finetuning_type} would "
+                          "train the quantized weights themselves")
     if method.finetuning_type == "freeze":
         return apply_freeze(model, method)
     for param in model.parameters():
@@ -97,6 +128,8 @@ def count_parameters(model: Any) -> tuple[int, int]:
     trainable = total = 0
     for param in model.parameters():
         n = param.numel()
+        if type(param).__name__ == "Params4bit":  # two 4-bit weights per byte of its storage dtype
+            n *= 2 * getattr(getattr(param, "quant_storage", None), "itemsize", 1)
         total += n
         if param.requires_grad:
             trainable += n

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.config.schema import ModelConfig, TrainConfig
+from tuneforge.config.schema import QUANTIZATION_BITS, ModelConfig, TrainConfig
 from tuneforge.model.tiny import TINY_NAME
 
 
@@ -120,11 +120,88 @@ def choose_precision(t: TrainConfig, finetuning_type: str) -> Precision:
     return Precision(load, bf16, fp16, device)
 
 
+# quantization_method -> (the package it needs, the extra that installs it)
+QUANTIZERS = {"bnb": ("bitsandbytes", "tuneforge[bnb]"), "hqq": ("hqq", "tuneforge[hqq]")}
+
+
+def check_quantization(m: ModelConfig) -> None:
+    """quantization_bit's method installed (one line naming the extra when not) and the bit width it
+    offers. Cheap (no import of the package): `train` calls it before anything loads."""
+    import importlib.util
+
+    if m.quantization_bit is None:
+        return
+    package, extra = QUANTIZERS[m.quantization_method]
+    bits = QUANTIZATION_BITS[m.quantization_method]
+    if m.quantization_bit not in bits:
+        raise ConfigError(f"quantization_bit {m.quantization_bit} is not offered by quantization_method "
+                          f"{m.quantization_method} (it quantizes to {' or '.join(map(str, bits))} bits)")
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"quantization_bit: {m.quantization_bit} (quantization_method: {m.quantization_method}) needs "
+                          f"{package}: pip install '{extra}'; or remove quantization_bit to load the model unquantized")
+
+
+def quantization_config(m: ModelConfig, compute_dtype: Any) -> Any | None:
+    """transformers' config that quantizes the base while it loads (QLoRA), or None. 4-bit bnb uses
+    `quantization_type` (nf4/fp4) and `double_quantization`, and computes in `compute_dtype` (the
+    run's half dtype on a GPU, fp32 on a CPU)."""
+    if m.quantization_bit is None:
+        return None
+    check_quantization(m)
+    try:
+        if m.quantization_method == "hqq":
+            from transformers import HqqConfig
+
+            return HqqConfig(nbits=m.quantization_bit, group_size=64)
+        import bitsandbytes  # noqa: F401  # type: ignore[import-not-found]
+        from transformers import BitsAndBytesConfig
+    except ImportError as exc:  # installed but broken (a wheel for another platform, a missing library)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"quantization_method {m.quantization_method} is installed but does not load ({first}); "
+                          f"reinstall it: pip install --force-reinstall '{QUANTIZERS[m.quantization_method][1]}'") from None
+    if m.quantization_bit == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=m.quantization_type,
+                              bnb_4bit_use_double_quant=m.double_quantization, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def quantized_device_map(device: str) -> dict[str, Any]:
+    """Where a quantized model loads: whole, on this process's GPU (LOCAL_RANK under a launcher), or the CPU.
+    Quantized weights cannot be moved after loading, so the device is chosen here, not by the Trainer."""
+    if device == "cuda":
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return {"": device}
+
+
+class _OnceFilter:
+    """Lets one record of a message through, then drops its repeats."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.seen = prefix, False
+
+    def filter(self, record: Any) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        seen, self.seen = self.seen, True
+        return not seen
+
+
+def quiet_int8_casts() -> None:
+    """bitsandbytes logs "MatMul8bitLt: inputs will be cast ... to float16" on every forward of every 8-bit
+    layer whose input is not fp16 (bf16 and fp32 runs: all of them); said once, it is enough."""
+    import logging
+
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _OnceFilter) for f in logger.filters):
+        logger.addFilter(_OnceFilter("MatMul8bitLt: inputs will be cast"))
+
+
 def load_model(m: ModelConfig, precision: Precision, *, attn_implementation: str | None,
                for_training: bool = True) -> Any:
-    """The causal LM of `m` in `precision.load_dtype`. `attn_implementation` is the run's one attention
-    decision (model/attention.py's choose_attention; None = transformers' default); `flash_attn`
-    is never read here, so no loader can ask for a kernel this machine lacks."""
+    """The causal LM of `m` in `precision.load_dtype`, quantized when `quantization_bit` is set.
+    `attn_implementation` is the run's one attention decision (model/attention.py's choose_attention;
+    None = transformers' default); `flash_attn` is never read here, so no loader can ask for a kernel
+    this machine lacks."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(m.model_name_or_path)
@@ -132,6 +209,10 @@ def load_model(m: ModelConfig, precision: Precision, *, attn_implementation: str
                                   revision=m.model_revision, cache_dir=m.cache_dir)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    quantization = quantization_config(m, precision.load_dtype)
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map=quantized_device_map(precision.device))
+        quiet_int8_casts()
     with hub_errors("model", m.model_name_or_path):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if for_training:

@@ -17,6 +17,7 @@ from tuneforge.model.memory.constants import (
     KNOWN_TYPES,
     MemoryEstimate,
 )
+from tuneforge.model.memory.quantized import Quantization, quantized_linears
 from tuneforge.model.memory.shape import Plan, Shape, plan_method
 
 # --------------------------------------------------------------------------------------------
@@ -55,7 +56,7 @@ def _loss(shape: Shape, plan: Plan, tokens: int, final: TapeTensor, fused: bool,
 def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int,
                     checkpointing: bool, fused_loss: bool, attention: str = "varlen", autocast: bool = True,
                     liger: bool = False, device: str = "cuda", optimizer_state_bytes: int = 8,
-                    accumulation: int = 1) -> MemoryEstimate:
+                    accumulation: int = 1, quantization: Quantization | None = None) -> MemoryEstimate:
     """Predicted peak memory of one training step.
 
     tokens: tokens of one micro-batch (padding-free; worst case per_device_train_batch_size x
@@ -66,7 +67,8 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     optimizer_state_bytes: per trainable parameter (AdamW: 8; 8-bit AdamW: 2).
     accumulation: gradient_accumulation_steps; above 1 every trainable parameter's fp32 gradient
     stays alive through the next micro-batches' forward and backward (zero_grad runs after the
-    optimizer step only)."""
+    optimizer step only). quantization: the base's linear layers load quantized (QLoRA,
+    model/memory/quantized.py)."""
     if attention not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}, not {attention!r}")
     if tokens <= 0:
@@ -78,6 +80,12 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     # model/load.py: lora and freeze load the base in the half dtype; full keeps fp32 master weights
     frozen_bytes = 4 if plan.kind == "full" else half
     weights = (plan.params - plan.trainable) * frozen_bytes + plan.trainable * 4
+    dequantized = 0
+    if quantization is not None:
+        quantized, stored, dequantized = quantized_linears(shape, quantization, half)
+        weights += stored - quantized * frozen_bytes
+        notes.append(f"base linear layers in {quantization.describe()}: {quantization.bytes_per_weight():.3f} bytes "
+                     "per weight; one layer's weight dequantized at a time counts as working memory")
     grads = plan.trainable * 4
     optimizer = plan.trainable * optimizer_state_bytes
     fused_loss = fused_loss and not liger
@@ -88,6 +96,7 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     act_bytes = half if mode == "autocast" else (4 if plan.kind == "full" else half)
     backward_temp = math.ceil(BACKWARD_FACTOR[mode] * tokens * shape.intermediate * act_bytes)
     forward_saved, activation, working = _activation_terms(acts, checkpointing, loss_kept, backward_temp)
+    working += dequantized
     grads_live = _grads_live(shape, plan, grads, fused_loss or liger)
     resident = grads if accumulation > 1 else 0  # the earlier micro-batches' summed gradients
     dynamic = max(forward_saved + loss + resident, activation + working + grads_live + resident, grads)

@@ -11,6 +11,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.config.stages import facts
 from tuneforge.model.attention import VARLEN, VARLEN_EAGER
 from tuneforge.model.kernels import fused_loss_wanted, plan
+from tuneforge.model.memory.quantized import Quantization
 
 DEFAULT_CARD_GIB = 80.0
 # Kept free of what the estimate plans: other processes on the card, NCCL/cuBLAS workspaces that
@@ -87,22 +88,26 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
     # autocast: accelerate enters it around the model's forward (the chunked loss runs inside it)
     return {"tokens": tokens or worst, "attention": attention, "liger": fast.liger, "fused_loss": fused,
             "autocast": True, "optimizer_state_bytes": state, "padding_free": fast.padding_free,
-            "accumulation": cfg.train.gradient_accumulation_steps}
+            "accumulation": cfg.train.gradient_accumulation_steps, "quantization": Quantization.of(cfg.model)}
 
 
 def estimate_args(run: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of estimate_memory / choose_checkpointing from run_settings."""
-    keys = ("tokens", "fused_loss", "attention", "autocast", "liger", "optimizer_state_bytes", "accumulation")
+    keys = ("tokens", "fused_loss", "attention", "autocast", "liger", "optimizer_state_bytes", "accumulation",
+            "quantization")
     return {**{k: run[k] for k in keys}, "dtype_bytes": 2}  # a CUDA run trains in bf16 (fp16 without bf16)
 
 
-def worst_micro_batch(lengths: list[int], batch_size: int, padding_free: bool) -> int:
+def worst_micro_batch(lengths: Any, batch_size: int, padding_free: bool) -> int:
     """Tokens of the largest micro-batch the data can form: the longest rows together (padded:
-    every row padded to the longest)."""
-    longest = sorted(lengths, reverse=True)[:batch_size]
-    if not longest:
+    every row padded to the longest). `lengths`: a list or a numpy array (data/packing.py's
+    sample_lengths), sorted by numpy either way."""
+    import numpy as np
+
+    longest = np.sort(np.asarray(lengths, dtype=np.int64))[::-1][:batch_size]
+    if not len(longest):
         return 0
-    return sum(longest) if padding_free else longest[0] * min(batch_size, len(lengths))
+    return int(longest.sum()) if padding_free else int(longest[0]) * min(batch_size, len(lengths))
 
 
 def decide_checkpointing(cfg: RunConfig, tokens: int | None = None) -> tuple[bool, str]:
