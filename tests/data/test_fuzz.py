@@ -36,8 +36,8 @@ from hypothesis import strategies as st
 from tuneforge.config.errors import ConfigError, DataError
 from tuneforge.config.load import read_yaml
 from tuneforge.config.schema import DataConfig
-from tuneforge.data.dataset import encode_examples, fingerprint
-from tuneforge.data.loader import load_examples
+from tuneforge.data.dataset import encode_examples
+from tuneforge.data.loader import load_examples, load_rows
 from tuneforge.data.templates import get_template
 from tuneforge.evaluate.bench import read_questions
 
@@ -186,7 +186,10 @@ def load_and_encode(folder: Path, stage: str, tokenizer: Any, skip: bool) -> Non
     data = DataConfig(dataset_dir=str(folder), cutoff_len=48, bad_records="skip" if skip else "error")
     examples, _ = load_examples(data, ["fz"], stage)
     template = get_template("qwen3_nothink", tokenizer)
-    fingerprint(examples[:20], template, stage, data)
+    with tempfile.TemporaryDirectory() as tmp:  # the Arrow path training takes: the same records
+        rows, _ = load_rows(data, ["fz"], stage, Path(tmp))
+        assert len(rows) == len(examples)
+        encode_examples(rows.select(range(min(20, len(rows)))), template, stage, data)
     encode_examples(examples[:20], template, stage, data)
 
 

@@ -1,182 +1,158 @@
-"""Examples -> tokenized `datasets.Dataset`s for a stage, cached on disk by fingerprint.
+"""Registered datasets -> tokenized `datasets.Dataset`s for a stage, cached on disk by fingerprint.
 
-The fingerprint covers the examples themselves (so edited data is never served stale), the
-template, the tokenizer's vocabulary and every argument that changes the encoding.
+Nothing here holds a whole dataset as Python objects: records are converted as they are read and
+written to Arrow (data/loader.py's `load_rows`), encoded by Arrow batch maps (one tokenizer call per
+batch, `preprocessing_num_workers` processes), and the result stays memory-mapped. The cache key
+(data/fingerprint.py) covers the source files' content, the template, the tokenizer's vocabulary and
+every argument that changes the encoding, and is computed without reading the records, so a cached
+start reads no data. `tokenized_path` keeps a copy where the user says (data/tokenized.py);
+`streaming: true` encodes while training instead (data/stream.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from tuneforge import __version__
 from tuneforge.config.errors import DataError
 from tuneforge.config.schema import DataConfig
 from tuneforge.config.stages import facts
-from tuneforge.data.encode.pretrain import encode_pretrain
-from tuneforge.data.encode.supervised import encode_supervised
-from tuneforge.data.encode.tokenize import tokenize_turns
-from tuneforge.data.example import Example
-from tuneforge.data.loader import LoadReport, load_examples
+from tuneforge.data.encoded import BATCH, PRETRAIN_BATCH, EncodedData, batch_encoder, features, progress_bars
+from tuneforge.data.fingerprint import fingerprint, hub_files, process_tag, source_key
+from tuneforge.data.loader import LoadReport, example_row, load_rows
+from tuneforge.data.readers import hub_dataset, local_files
+from tuneforge.data.registry import resolve
 from tuneforge.data.templates import BoundTemplate
 
-
-@contextmanager
-def progress_bars(show: bool) -> Iterator[None]:
-    """datasets' progress bars on or off for one call, then as they were (their switch is process-wide)."""
-    from datasets.utils import logging as bars
-
-    was_on = bars.is_progress_bar_enabled()
-    (bars.enable_progress_bar if show else bars.disable_progress_bar)()
-    try:
-        yield
-    finally:
-        (bars.enable_progress_bar if was_on else bars.disable_progress_bar)()
+META = "tuneforge.json"
+__all__ = ["EncodedData", "build_datasets", "cache_root", "encode_examples", "progress_bars"]
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("TUNEFORGE_CACHE", Path.home() / ".cache" / "tuneforge"))
 
 
-@dataclass
-class EncodedData:
-    train: Any  # datasets.Dataset with input_ids, labels, full_len
-    eval: Any | None
-    report: LoadReport
-    dropped: int = 0  # examples with no trained token left after truncation
-    from_cache: bool = False
-    notes: list[str] = field(default_factory=list)
+def workers_for(count: int, num_proc: int | None) -> int | None:
+    """Processes for encoding `count` records: preprocessing_num_workers, or (unset) one per core up to 8
+    from 20,000 records on; None (this process) for small sets, where starting workers costs more."""
+    if num_proc is None and count >= 20_000:
+        num_proc = min(8, os.cpu_count() or 1)
+    return num_proc if num_proc and num_proc > 1 and count >= 1000 else None
 
 
-def _template_key(template: BoundTemplate) -> str:
-    tpl = template.template
-    if template.name == "auto":
-        desc: Any = template.tokenizer.chat_template
-    else:
-        desc = {f.name: getattr(tpl, f.name) for f in fields(tpl) if not callable(getattr(tpl, f.name))}
-        desc["callables"] = [getattr(getattr(tpl, f.name), "__qualname__", None) for f in fields(tpl)
-                             if callable(getattr(tpl, f.name))]
-    return json.dumps([desc, template.default_system, template.enable_thinking], sort_keys=True, default=str)
-
-
-def _tokenizer_key(tokenizer: Any) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(body.encode()).hexdigest() + str(tokenizer.bos_token) + str(tokenizer.eos_token)
-
-
-def fingerprint(examples: list[Example], template: BoundTemplate, stage: str, data: DataConfig) -> str:
-    h = hashlib.sha256()
-    for part in (__version__, stage, _template_key(template), _tokenizer_key(template.tokenizer),
-                 json.dumps([data.cutoff_len, data.train_on_prompt, data.mask_history])):
-        h.update(part.encode())
-    for example in examples:
-        h.update(json.dumps(example.to_dict(), ensure_ascii=False, sort_keys=True).encode())
-    return h.hexdigest()[:24]
-
-
-COLUMNS = {  # by the stage's data kind (config/stages.py)
-    "supervised": ("input_ids", "labels", "full_len"),
-    "pretrain": ("input_ids", "labels", "full_len"),
-    "pairwise": ("prompt_ids", "chosen_ids", "rejected_ids", "full_len"),
-    "kto": ("prompt_ids", "completion_ids", "label", "full_len"),
-    "prompts": ("prompt_ids", "prompt", "reference", "full_len"),
-}
-
-
-def _row_encoder(template: BoundTemplate, stage: str, data: DataConfig) -> Callable[[Example], dict | None]:
-    """The per-example encoder of a stage; returns None for examples with nothing to train."""
-    from tuneforge.data.encode import preference
-
-    cutoff, kind = data.cutoff_len, facts(stage).data
-    if kind == "pairwise":
-        return lambda example: preference.encode_pairwise(template, example, cutoff)
-    if kind == "kto":
-        return lambda example: preference.encode_kto(template, example, cutoff)
-    if kind == "prompts":
-        return lambda example: preference.encode_prompt(template, example, cutoff)
-
-    def supervised(example: Example) -> dict | None:
-        turns = tokenize_turns(template.tokenizer, template.render(example))
-        full_len = sum(len(t.prompt) + len(t.answer) + len(t.suffix) for t in turns)
-        encoded = encode_supervised(turns, cutoff, train_on_prompt=data.train_on_prompt,
-                                    mask_history=data.mask_history)
-        if encoded is None:
-            return None
-        return {"input_ids": encoded[0], "labels": encoded[1], "full_len": full_len}
-
-    return supervised
-
-
-def encode_examples(examples: list[Example], template: BoundTemplate, stage: str, data: DataConfig,
-                    num_proc: int | None = None) -> tuple[Any, int]:
-    """-> (Dataset with input_ids/labels/full_len, number of examples dropped)."""
+def encode_examples(examples: Any, template: BoundTemplate, stage: str, data: DataConfig,
+                    num_proc: int | None = None, cache_file: Path | None = None) -> tuple[Any, int]:
+    """Example rows (a `datasets.Dataset` from `load_rows`, or a list of Examples) -> (Dataset of the
+    stage's columns, number of examples dropped). With `cache_file` the result is written there (one
+    file per worker) and memory-mapped."""
     from datasets import Dataset
 
+    raw = examples if isinstance(examples, Dataset) else Dataset.from_list([example_row(e) for e in examples])
     kind = facts(stage).data
-    if kind == "pretrain":
-        blocks = encode_pretrain(template.tokenizer, (e.text or "" for e in examples), data.cutoff_len)
-        return Dataset.from_dict({"input_ids": blocks, "labels": blocks,
-                                  "full_len": [len(b) for b in blocks]}), 0
+    workers = workers_for(len(raw), num_proc)
+    with progress_bars(len(raw) >= 10_000):  # instant for small sets: the bar would be noise
+        encoded = raw.map(batch_encoder(template, stage, data), batched=True,
+                          batch_size=PRETRAIN_BATCH if kind == "pretrain" else BATCH, num_proc=workers,
+                          remove_columns=raw.column_names, features=features(kind),
+                          cache_file_name=str(cache_file) if cache_file else None, load_from_cache_file=False,
+                          desc="tokenizing" if len(raw) >= 10_000 else None)
+    return encoded, 0 if kind == "pretrain" else len(raw) - len(encoded)
 
-    encode_one = _row_encoder(template, stage, data)
-    keys = COLUMNS[kind]
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        out: dict[str, list] = {key: [] for key in keys}
-        for row in (dict(zip(batch, values)) for values in zip(*batch.values())):
-            encoded = encode_one(Example.from_dict(row))
-            if encoded is None:
-                continue
-            for key, value in encoded.items():
-                out.setdefault(key, []).append(value)
-        return out
+def _source_keys(names: list[str], data: DataConfig, memo: Path) -> list[Any]:
+    keys = []
+    for spec in resolve(names, data.dataset_dir):
+        if spec.load_from == "file":
+            keys.append(source_key(spec, local_files(spec), memo))
+        else:
+            keys.append([source_key(spec, [], memo), hub_files(hub_dataset(spec))])
+    return keys
 
-    raw = Dataset.from_list([e.to_dict() for e in examples])
-    if num_proc is None and len(examples) >= 20_000:  # big sets tokenize in parallel unless told otherwise
-        num_proc = min(8, os.cpu_count() or 1)
-    workers = num_proc if num_proc and num_proc > 1 and len(examples) >= 1000 else None
-    with progress_bars(len(examples) >= 10_000):  # instant for small sets: the bar would be noise
-        encoded = raw.map(encode, batched=True, batch_size=256, num_proc=workers, remove_columns=raw.column_names,
-                          desc="tokenizing" if workers else None)
-    return encoded, len(examples) - len(encoded)
+
+def load_encoded(path: Path) -> tuple[Any, dict[str, Any]]:
+    """A cache folder written by `_encode_cached` -> (memory-mapped Dataset, its metadata)."""
+    from datasets import Dataset, concatenate_datasets
+
+    meta = json.loads((path / META).read_text(encoding="utf-8"))
+    parts = [Dataset.from_file(str(path / name)) for name in meta["files"]]
+    return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), meta
 
 
 def _encode_cached(names: list[str], template: BoundTemplate, stage: str, data: DataConfig,
                    seed: int) -> tuple[Any, LoadReport, int, bool]:
-    from datasets import load_from_disk
-
-    examples, report = load_examples(data, names, stage, seed=seed)
-    key = fingerprint(examples, template, stage, data)
-    path = cache_root() / "datasets" / key
-    if path.is_dir() and not data.overwrite_cache:
-        meta = json.loads((path / "tuneforge.json").read_text())
-        return load_from_disk(str(path)), report, meta["dropped"], True
-    dataset, dropped = encode_examples(examples, template, stage, data, data.preprocessing_num_workers)
-    if len(dataset) == 0:
-        raise DataError(f"cutoff_len {data.cutoff_len} is too small: no sample of {', '.join(names)} keeps a "
-                        "trained token after truncation; raise cutoff_len")
-    tmp = path.with_name(key + ".tmp")
-    dataset.save_to_disk(str(tmp))
-    (tmp / "tuneforge.json").write_text(json.dumps({"dropped": dropped, "datasets": names}))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return load_from_disk(str(path)), report, dropped, False
+    root = cache_root() / "datasets"
+    key = fingerprint(_source_keys(names, data, cache_root() / "sources"), template, stage, data, seed)
+    path = root / key
+    if (path / META).is_file() and not data.overwrite_cache:
+        dataset, meta = load_encoded(path)
+        return dataset, LoadReport(meta["counts"], meta["skipped"]), meta["dropped"], True
+    tmp = root / f"{key}.tmp{process_tag()}"
+    try:
+        raw, report = load_rows(data, names, stage, tmp / "rows", seed=seed)
+        dataset, dropped = encode_examples(raw, template, stage, data, data.preprocessing_num_workers,
+                                           cache_file=tmp / "data.arrow")
+        if len(dataset) == 0:
+            raise DataError(f"cutoff_len {data.cutoff_len} is too small: no sample of {', '.join(names)} keeps a "
+                            "trained token after truncation; raise cutoff_len")
+        del raw, dataset
+        shutil.rmtree(tmp / "rows")
+        files = sorted(p.name for p in tmp.glob("data*.arrow"))
+        meta = {"dropped": dropped, "datasets": names, "files": files, "counts": report.counts,
+                "skipped": report.skipped}
+        (tmp / META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        if path.exists():  # overwrite_cache, or a folder an interrupted run left without its metadata
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    dataset, meta = load_encoded(path)
+    return dataset, report, dropped, False
 
 
 def build_datasets(data: DataConfig, template: BoundTemplate, stage: str, *, seed: int = 42,
                    need_eval: bool = False) -> EncodedData:
-    train, report, dropped, cached = _encode_cached(data.dataset or [], template, stage, data, seed)
-    result = EncodedData(train=train, eval=None, report=report, dropped=dropped, from_cache=cached)
+    if data.streaming:
+        result = _streamed(data, template, stage, seed)
+    elif data.tokenized_path and (saved := _saved(data, stage)) is not None:
+        result = saved
+    else:
+        train, report, dropped, cached = _encode_cached(data.dataset or [], template, stage, data, seed)
+        result = EncodedData(train=train, eval=None, report=report, dropped=dropped, from_cache=cached)
+    _add_eval(result, data, template, stage, seed)
+    if need_eval and result.eval is None:
+        raise DataError("evaluation is on but there is no eval data; set val_size or eval_dataset")
+    if data.tokenized_path and not result.from_cache:
+        from tuneforge.data.tokenized import save_tokenized
+
+        save_tokenized(result, data, stage)
+    return result
+
+
+def _streamed(data: DataConfig, template: BoundTemplate, stage: str, seed: int) -> EncodedData:
+    from tuneforge.data.stream import first_sample, stream_datasets
+
+    result = stream_datasets(data, template, stage, seed=seed)
+    if first_sample(result.train) is None:
+        raise DataError(f"cutoff_len {data.cutoff_len} is too small or the data is empty: the stream of "
+                        f"{', '.join(data.dataset or [])} gives no sample with a trained token")
+    return result
+
+
+def _saved(data: DataConfig, stage: str) -> EncodedData | None:
+    from tuneforge.data.tokenized import load_tokenized
+
+    return load_tokenized(data, stage)
+
+
+def _add_eval(result: EncodedData, data: DataConfig, template: BoundTemplate, stage: str, seed: int) -> None:
+    """eval_dataset encoded on its own (cached; small enough to be read whole, also when streaming), or
+    val_size samples held out of the training set."""
+    train = result.train
+    if result.eval is not None or (data.streaming and not data.eval_dataset):
+        return
     if data.eval_dataset:
         result.eval, eval_report, _, _ = _encode_cached(data.eval_dataset, template, stage, data, seed)
         result.report.counts.update({f"{k} (eval)": v for k, v in eval_report.counts.items()})
@@ -186,6 +162,3 @@ def build_datasets(data: DataConfig, template: BoundTemplate, stage: str, *, see
             raise DataError(f"val_size {data.val_size} leaves no training data ({len(train)} samples)")
         split = train.train_test_split(test_size=size, seed=seed)
         result.train, result.eval = split["train"], split["test"]
-    if need_eval and result.eval is None:
-        raise DataError("evaluation is on but there is no eval data; set val_size or eval_dataset")
-    return result

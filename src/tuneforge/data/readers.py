@@ -10,6 +10,7 @@ Text files are decoded by `tuneforge.textfile`: UTF-8 with or without a BOM, or 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from tuneforge.config.errors import DataError
 from tuneforge.data.registry import DatasetSpec
-from tuneforge.textfile import TextProblem, open_text, parse_json, read_text
+from tuneforge.textfile import TextProblem, open_text, parse_json
 
 SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt"}
 Row = tuple[str, dict[str, Any]]  # (label, row)
@@ -53,23 +54,117 @@ def _record(value: Any, source: str) -> Any:
     return value
 
 
-def _json(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
-    text = read_text(path, encoding, setting=setting)
-    if not text.strip():
-        return  # an empty file: no records (the loader says so with the dataset's name)
-    try:
-        data = parse_json(text)
-    except TextProblem as exc:
-        if str(exc).endswith("Extra data") and text.lstrip().startswith("{"):
-            yield from _jsonl(path, encoding, setting)  # a .json file holding one object per line
+CHUNK = 1 << 20  # characters read at a time from a JSON file
+NEAR_END = 16  # a decoding error this close to the end of what was read may only mean "read more"
+
+
+class _JsonStream:
+    """A JSON document read a chunk at a time: values come out one by one (a top-level array's
+    items), so a file of any size is never held whole. Errors read as `json.loads`' would, with the
+    line and column in the whole file."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.buf, self.pos, self.eof = handle, "", 0, False
+        self.start = 0  # where buf starts in the file's text
+        self.lines_before = 0  # line breaks in the text already dropped from buf
+        self.column_before = 0  # characters after the last of them
+        self.decoder = json.JSONDecoder()
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        if self.pos > len(self.buf) // 2:  # drop what was consumed, keeping the position arithmetic
+            dropped = self.buf[:self.pos]
+            breaks = dropped.count("\n")
+            self.lines_before += breaks
+            tail = len(dropped) - dropped.rfind("\n") - 1
+            self.column_before = tail + (self.column_before if not breaks else 0)
+            self.buf, self.pos, self.start = self.buf[self.pos:], 0, self.start + self.pos
+        chunk = self.handle.read(max(CHUNK, len(self.buf)))  # doubles for a value larger than a chunk
+        self.eof = not chunk
+        self.buf += chunk
+        return bool(chunk)
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ('' at the end of the file)."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\n\r":
+                self.pos += 1
+            if self.pos < len(self.buf) or not self._more():
+                return self.buf[self.pos:self.pos + 1]
+
+    def problem(self, msg: str, at: int | None = None) -> TextProblem:
+        at = self.pos if at is None else at
+        breaks = self.buf.count("\n", 0, at)
+        column = at - self.buf.rfind("\n", 0, at) + (self.column_before if not breaks else 0)
+        line = self.lines_before + breaks + 1
+        return TextProblem(f"not valid JSON at line {line} column {column}: {msg}", line)
+
+    def value(self) -> Any:
+        """The value starting at the current position (after `peek`)."""
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - NEAR_END
+                at = self.start + exc.pos
+                if cut and self._more():
+                    continue
+                raise self.problem(exc.msg, at - self.start) from None
+            except (RecursionError, ValueError):
+                parse_json(self.buf[self.pos:])  # raises the same TextProblem as a whole-file parse
+                raise
+            if end >= len(self.buf) and self._more():
+                continue  # a number may go on in the next chunk
+            self.pos = end
+            return value
+
+    def expect(self, char: str, msg: str) -> None:
+        if self.peek() != char:
+            raise self.problem(msg)
+        self.pos += 1
+
+
+def _json_items(stream: _JsonStream) -> Iterator[Any]:
+    """The items of the top-level array, one at a time."""
+    stream.expect("[", "Expecting value")
+    if stream.peek() == "]":
+        stream.pos += 1
+        return
+    while True:
+        yield stream.value()
+        if stream.peek() == "]":
+            stream.pos += 1
             return
-        raise DataError(str(exc), source=str(path)) from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
+        stream.expect(",", "Expecting ',' delimiter")
+        stream.peek()
+
+
+def _json(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
+    """A JSON list of records (or one record), read item by item."""
+    with open_text(path, encoding, setting=setting) as handle:
+        stream = _JsonStream(handle)
+        first = stream.peek()
+        if not first:
+            return  # an empty file: no records (the loader says so with the dataset's name)
+        try:
+            if first == "[":
+                for index, row in enumerate(_json_items(stream)):
+                    yield f"record {index}", _record(row, f"{path} record {index}")
+            else:
+                data = stream.value()
+            if stream.peek():
+                raise stream.problem("Extra data")
+        except TextProblem as exc:
+            if str(exc).endswith("Extra data") and first == "{":
+                yield from _jsonl(path, encoding, setting)  # a .json file holding one object per line
+                return
+            raise DataError(str(exc), source=str(path)) from None
+    if first == "[":
+        return
+    if not isinstance(data, dict):
         raise DataError("expected a list of records", source=str(path))
-    for index, row in enumerate(data):
-        yield f"record {index}", _record(row, f"{path} record {index}")
+    yield "record 0", _record(data, f"{path} record 0")
 
 
 def _jsonl(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
@@ -109,24 +204,40 @@ def _txt(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]
                 yield f"line {lineno}", {"text": line.rstrip("\n")}
 
 
-def _arrow_like(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
+def _record_batches(path: Path) -> Iterator[Any]:
+    """Parquet row groups or Arrow IPC batches (stream or file format), as they are on disk."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
-        else:
-            try:
-                with pa.memory_map(str(path)) as source:
-                    table = pa.ipc.open_stream(source).read_all()
-            except pa.ArrowInvalid:
-                with pa.memory_map(str(path)) as source:
-                    table = pa.ipc.open_file(source).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"cannot read {path.suffix[1:]} file: {exc}", source=str(path)) from None
-    for index, row in enumerate(table.to_pylist()):
-        yield f"record {index}", row
+    if path.suffix.lower() == ".parquet":
+        yield from pq.ParquetFile(path).iter_batches(batch_size=1024)
+        return
+    with pa.memory_map(str(path)) as source:
+        try:
+            stream = pa.ipc.open_stream(source)
+        except pa.ArrowInvalid:  # not the stream format: the file format
+            source.seek(0)
+            reader = pa.ipc.open_file(source)
+            stream = (reader.get_batch(index) for index in range(reader.num_record_batches))
+        yield from stream
+
+
+def _arrow_like(path: Path, encoding: str | None, setting: str | None) -> Iterator[Row]:
+    """Parquet and Arrow files, one record batch at a time (memory-mapped, never read whole)."""
+    import pyarrow as pa
+
+    index = 0
+    batches = _record_batches(path)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read {path.suffix[1:]} file: {exc}", source=str(path)) from None
+        if batch is None:
+            return
+        for row in batch.to_pylist():
+            yield f"record {index}", row
+            index += 1
 
 
 READERS = {".json": _json, ".jsonl": _jsonl, ".csv": _csv, ".txt": _txt, ".parquet": _arrow_like,
@@ -177,6 +288,14 @@ def read_rows(spec: DatasetSpec, cache_dir: str | None = None) -> Iterator[tuple
 
 
 def _hub_rows(spec: DatasetSpec, cache_dir: str | None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    ds = hub_dataset(spec, cache_dir)
+    source = f"{spec.load_from}:{spec.path}"
+    for index, row in enumerate(ds):
+        yield source, f"record {index}", dict(row)
+
+
+def hub_dataset(spec: DatasetSpec, cache_dir: str | None = None) -> Any:
+    """A hub dataset as `datasets` loads it (memory-mapped from its cache once downloaded)."""
     path = spec.path
     if spec.load_from == "ms_hub":
         if os.environ.get("USE_MODELSCOPE_HUB", "0") not in ("1", "true"):
@@ -198,6 +317,4 @@ def _hub_rows(spec: DatasetSpec, cache_dir: str | None) -> Iterator[tuple[str, s
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"cannot load dataset '{spec.name}' from '{path}' ({first}); without a network, "
                             "download it and register it in dataset_info.json with file_name") from None
-    source = f"{spec.load_from}:{path}"
-    for index, row in enumerate(ds):
-        yield source, f"record {index}", dict(row)
+    return ds

@@ -61,6 +61,10 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
         # eval reports eval_loss only: gathering every eval batch's [tokens, vocab] logits on the GPU
         # (Trainer's default) is how a large eval set runs out of memory
         kwargs["prediction_loss_only"] = True
+    if cfg.data.streaming:
+        # accelerate's default for an IterableDataset fetches batches on one process and slices them along
+        # dim 0 for each: that cuts the padding-free batch's sample boundaries (cu_seq_lens) apart
+        kwargs["accelerator_config"] = {"dispatch_batches": False}
     if precision.device == "cuda":  # collate in worker processes, copy from pinned memory
         kwargs.update(dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_pin_memory=True)
     decided = wants_checkpointing(cfg)
