@@ -68,6 +68,8 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         except stop.TrainingStopped as stopped:
             report_stop(run, stopped, resume_command(config_path, overrides))
             raise
+        del model, prepared  # the trained weights go before predict: vLLM sizes its cache on the free memory
+        release_memory()
         finish(run, result)
 
 
@@ -88,14 +90,33 @@ def report_stop(run: Setup, stopped: Any, command: str) -> None:
     note(stopped.line(command))
 
 
+def release_memory() -> None:
+    """Collect what the finished trainer left (its cycles hold the model) and hand the allocator's
+    cached blocks back to the device."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def setup(cfg: RunConfig) -> Setup | None:
     """None when resuming a run that already reached its last step (a note says so; nothing changes)."""
+    import os
+
     from tuneforge.model import kernels
     from tuneforge.model.load import check_quantization, choose_precision, load_model_config
     from tuneforge.stages.registry import get_stage
     from tuneforge.train.disk import check_disk
     from tuneforge.train.outputs import check_output_dir
     from tuneforge.train.resume import finished
+
+    # padding-free batches differ in length every step: growable segments instead of a new block
+    # per size keep fragmentation down (read when CUDA first allocates; a user's setting stays)
+    if "PYTORCH_ALLOC_CONF" not in os.environ:
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
     stage = get_stage(cfg.method.stage)
     stage.check(cfg)  # stage settings that need no weights: fail before anything loads
