@@ -34,7 +34,7 @@ def read_only(folder: Path):
         subprocess.run(undo, check=True)
 
 
-def test_read_only_output_dir_is_one_line_before_weights_load(tmp_path):
+def test_read_only_output_dir_is_one_line_before_weights_load(tmp_path, tiny_path):
     config = write_config(tmp_path, output_dir=str(tmp_path / "只读 [run]"))
     with read_only(tmp_path / "只读 [run]"):
         run = Run(config)
