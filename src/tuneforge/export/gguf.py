@@ -122,11 +122,11 @@ def write_gguf(model_dir: Path, gguf_type: str, out_dir: Path | None = None) -> 
 
 
 def write_gguf_adapter(adapter_dir: Path, base_dir: Path, target: Path) -> Path:
-    """A LoRA adapter as a GGUF adapter (llama.cpp `--lora`, Ollama `ADAPTER`), f16."""
+    """A LoRA adapter as a GGUF adapter (llama.cpp `--lora`, Ollama `ADAPTER`), f32 (it is small)."""
     partial = target.with_name(f".{target.name}.partial")
     try:
         run_converter("convert_lora_to_gguf.py", [str(adapter_dir), "--base", str(base_dir), "--outfile",
-                                                  str(partial), "--outtype", "f16"], pre_tokenizer(base_dir))
+                                                  str(partial), "--outtype", "f32"], pre_tokenizer(base_dir))
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -280,7 +280,7 @@ def runtime_files(cfg: RunConfig, plan: ExportPlan, ready: Prepared, stage: Path
         ggufs.append(write_gguf(stage, plan.gguf_type).name)
         if len(plan.adapters) == 1 and Path(plan.base_path).is_dir():
             ggufs.append(write_gguf_adapter(Path(plan.adapters[0]), Path(plan.base_path),
-                                            stage / "adapter-f16.gguf").name)
+                                            stage / "adapter-f32.gguf").name)
     write_modelfile(stage, ready.bound, ready.tokenizer, eos, f"./{ggufs[0]}" if ggufs else ".")
     return ggufs
 
