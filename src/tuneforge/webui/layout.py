@@ -20,8 +20,8 @@ GENERATION = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "n
               "repetition_penalty", "skip_special_tokens")
 VLLM = ("vllm_maxlen", "vllm_gpu_util", "vllm_enforce_eager", "vllm_max_lora_rank")
 
-TOP = ("model_name_or_path", "finetuning_type", "adapter_name_or_path", "template", "flash_attn",
-       "enable_liger_kernel")
+TOP = ("model_name_or_path", "finetuning_type", "adapter_name_or_path", "quantization_bit", "quantization_method",
+       "template", "flash_attn", "enable_liger_kernel")
 TABS: dict[str, tuple[Group, ...]] = {
     "train": (
         Group("basic", ("stage", "dataset_dir", "dataset", "identity_name", "identity_author", "learning_rate",
