@@ -93,10 +93,18 @@ def build(out_dir: str | Path) -> Path:
 def save_model_dir(model, tokenizer, out: Path) -> Path:
     """Model (stopping at the tokenizer's eos, padding with its pad) and tokenizer written whole into
     `out`: a temporary sibling first, renamed into place, so a half-built folder is never used."""
+    from transformers.utils import logging as hf_logging
+
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # building a test model is not the user's save: no shard bars
+    try:
+        model.save_pretrained(tmp)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(tmp)
     if out.exists():
         import shutil
