@@ -17,6 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TUNEFORGE_CACHE", tempfile.mkdtemp(prefix="tuneforge-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
+_SESSION_ENV = dict(os.environ)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """datasets' `map(num_proc=...)` replaces `os.environ` with a copy, so monkeypatch's undo lands on the old
+    object and a test's TUNEFORGE_CACHE would leak into every later test: put the session's values back."""
+    yield
+    for key in ("TUNEFORGE_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(key) != _SESSION_ENV.get(key):
+            os.environ[key] = _SESSION_ENV[key]
 
 def _find_shared() -> Path:
     """The project's shared test data: $TUNEFORGE_SHARED, else ../shared beside the checkout, else /work/shared."""
