@@ -31,10 +31,19 @@ def test_progress_falls_back_to_trainer_log_and_curves_smooth_the_loss(tmp_path)
     (tmp_path / LOG_NAME).write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"current_st', encoding="utf-8")
     assert len(monitor.records(tmp_path)) == 6  # a half-written line is skipped
     bar = monitor.progress(tmp_path, "no bar yet")
-    assert (bar.step, bar.total, bar.remaining) == (5, 10, "0:10")
+    assert (bar.step, bar.total, bar.remaining, bar.speed) == (5, 10, "0:10", "1.00it/s")  # 5 steps in 5 s
     points = monitor.curve_rows(monitor.records(tmp_path), "loss")
     series = {name for _, _, name in points}
     assert series == {"loss", "loss (smoothed)", "eval_loss"}
     assert [v for _, v, n in points if n == "loss"] == [r["loss"] for r in rows[:5]]
     assert monitor.final_loss(monitor.records(tmp_path)) == rows[4]["loss"]
     assert [p for p in monitor.curve_rows(monitor.records(tmp_path), "lr")] == [(s, 1e-4, "lr") for s in range(1, 6)]
+
+
+def test_fallback_speed_is_blank_in_the_first_second_and_slow_steps_read_seconds_per_step(tmp_path):
+    log = tmp_path / LOG_NAME
+    log.write_text(json.dumps({"current_steps": 3, "total_steps": 9, "elapsed_time": "0:00"}) + "\n", encoding="utf-8")
+    assert monitor.progress(tmp_path, "").speed == ""
+    log.write_text(json.dumps({"current_steps": 2, "total_steps": 9, "elapsed_time": "1:00:05"}) + "\n",
+                   encoding="utf-8")
+    assert monitor.progress(tmp_path, "").speed == "1802.50s/it"  # 2 steps in an hour and 5 s

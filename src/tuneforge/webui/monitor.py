@@ -77,8 +77,27 @@ def progress(run_dir: str | Path, log_text: str) -> Progress:
     if not rows:
         return Progress()
     last = rows[-1]
-    return Progress(int(last.get("current_steps", 0)), int(last.get("total_steps", 0)),
-                    str(last.get("elapsed_time", "")), str(last.get("remaining_time", "")))
+    step, elapsed = int(last.get("current_steps", 0)), str(last.get("elapsed_time", ""))
+    return Progress(step, int(last.get("total_steps", 0)), elapsed, str(last.get("remaining_time", "")),
+                    _speed(step, _seconds(elapsed)))
+
+
+def _seconds(clock: str) -> float:
+    """train/callbacks.py's "1:02:03" / "2:03" clock in seconds (0 when unreadable)."""
+    try:
+        parts = [int(part) for part in clock.split(":")]
+    except ValueError:
+        return 0.0
+    return float(sum(part * 60 ** power for power, part in enumerate(reversed(parts))))
+
+
+def _speed(steps: int, seconds: float) -> str:
+    """The bar's speed when the log holds no bar (a fast run's step lines push it out of the tail): steps
+    over whole seconds, so blank in the first second (after a resume, high: the clock restarted)."""
+    if seconds <= 0 or steps <= 0:
+        return ""
+    rate = steps / seconds
+    return f"{rate:.2f}it/s" if rate >= 1 else f"{1 / rate:.2f}s/it"
 
 
 def curve_rows(rows: list[dict[str, Any]], chart: str) -> list[tuple[int, float, str]]:
