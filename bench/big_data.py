@@ -15,7 +15,8 @@ measure that revision with the same venv (e.g. a `git worktree` of the base comm
   an empty cache, in a child process: wall time, CPU seconds of the process and its workers, records/s,
   records per CPU second, peak RSS of the main process and of the whole process tree (sampled every 0.2 s).
 - start: `tuneforge train` (tiny model, LoRA, max_steps 1) twice: the first run fills the cache, the
-  second is timed from process start to the first training step, and its data step alone.
+  second is timed from process start to the first training step, and its data step alone (--packing:
+  then the same with `packing: true`, whose rows are cached too).
 - stream: `tuneforge train` with `streaming: true` for --steps steps: the process's RSS at steps
   10, 25%, 50%, 75% and the last (constant memory means these stay flat).
 Timings depend on the machine and its load; compare revisions on one machine, alternating runs.
@@ -178,17 +179,20 @@ def _train_config(folder: Path, data: Path, **extra) -> Path:
 
 
 def start(data: Path, packing: bool) -> None:
+    """Without packing (and then, with --packing, with it, on the same cache): a run that fills the cache,
+    then a cached run."""
     cache = tempfile.mkdtemp(prefix="big-data-cache-")
     folder = Path(tempfile.mkdtemp(prefix="big-data-start-"))
     _tiny_model(cache)
-    config = _train_config(folder, data, **({"packing": True} if packing else {}))
-    first, _, first_wall = _child(["_start", str(config)], _env(cache))
-    second, sampler, _ = _child(["_start", str(config)], _env(cache))
     print(f"REV {_revision()}")
-    print(f"START packing {packing}: first run (fills the cache) {first['first_step_s']:.1f} s to the first step "
-          f"(data step {first['data_s']:.1f} s); cached run {second['first_step_s']:.2f} s from process start to "
-          f"the first step (imports {second['imports_s']:.2f} s, data step {second['data_s']:.2f} s), peak RSS "
-          f"{sampler.main_peak / 2**30:.2f} GiB")
+    for packed in (False, True) if packing else (False,):
+        config = _train_config(folder, data, **({"packing": True} if packed else {}))
+        first, _, _ = _child(["_start", str(config)], _env(cache))
+        second, sampler, _ = _child(["_start", str(config)], _env(cache))
+        print(f"START packing {packed}: first run (fills the cache) {first['first_step_s']:.1f} s to the first step "
+              f"(data step {first['data_s']:.1f} s); cached run {second['first_step_s']:.2f} s from process start "
+              f"to the first step (imports {second['imports_s']:.2f} s, data step {second['data_s']:.2f} s, "
+              f"packing {second.get('pack_s', 0):.2f} s), peak RSS {sampler.main_peak / 2**30:.2f} GiB", flush=True)
     import shutil
 
     shutil.rmtree(cache, ignore_errors=True)
@@ -219,6 +223,18 @@ def _start_child(config: str) -> None:
             timings["data_s"] = timings.get("data_s", 0.0) + time.time() - begin
 
     dataset_module.build_datasets = timed_build
+    import tuneforge.data.packing as packing_module
+
+    pack = packing_module.pack_dataset
+
+    def timed_pack(*args, **kwargs):
+        begin = time.time()
+        try:
+            return pack(*args, **kwargs)
+        finally:
+            timings["pack_s"] = timings.get("pack_s", 0.0) + time.time() - begin
+
+    packing_module.pack_dataset = timed_pack
 
     def first_step(self, *args, **kwargs):
         timings["first_step_s"] = time.time() - _process_start()

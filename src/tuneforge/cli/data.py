@@ -39,8 +39,9 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.model.load import load_tokenizer
 
-    # a check writes nothing: a training config need not name its output_dir here
-    cfg = load_config(config_path, overrides, base={"output_dir": "unused-by-data-check"})
+    # a check writes nothing: a training config need not name its output_dir here; it reads the data whole,
+    # also for a config that streams it while training
+    cfg = load_config(config_path, [*overrides, "streaming=false"], base={"output_dir": "unused-by-data-check"})
     tokenizer = load_tokenizer(cfg.model)
     template = template_for(cfg.data, tokenizer)
     stage = cfg.method.stage

@@ -62,14 +62,18 @@ def encode_examples(examples: Any, template: BoundTemplate, stage: str, data: Da
     return encoded, 0 if kind == "pretrain" else len(raw) - len(encoded)
 
 
-def _source_keys(names: list[str], data: DataConfig, memo: Path) -> list[Any]:
+def _cache_key(names: list[str], template: BoundTemplate, stage: str, data: DataConfig, seed: int) -> str:
+    """data/fingerprint.py's key for these datasets (their files hashed, a digest remembered by stat)."""
+    memo = cache_root() / "sources"
     keys = []
-    for spec in resolve(names, data.dataset_dir):
+    specs = resolve(names, data.dataset_dir)
+    for spec in specs:
         if spec.load_from == "file":
             keys.append(source_key(spec, local_files(spec), memo))
         else:
             keys.append([source_key(spec, [], memo), hub_files(hub_dataset(spec))])
-    return keys
+    seeded = data.interleave_probs is not None or any(spec.num_samples for spec in specs)
+    return fingerprint(keys, template, stage, data, seed if seeded else None)
 
 
 def load_encoded(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -84,7 +88,7 @@ def load_encoded(path: Path) -> tuple[Any, dict[str, Any]]:
 def _encode_cached(names: list[str], template: BoundTemplate, stage: str, data: DataConfig,
                    seed: int) -> tuple[Any, LoadReport, int, bool]:
     root = cache_root() / "datasets"
-    key = fingerprint(_source_keys(names, data, cache_root() / "sources"), template, stage, data, seed)
+    key = _cache_key(names, template, stage, data, seed)
     path = root / key
     if (path / META).is_file() and not data.overwrite_cache:
         dataset, meta = load_encoded(path)

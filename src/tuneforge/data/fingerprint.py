@@ -94,24 +94,16 @@ def hub_files(dataset: Any) -> list[Any]:
     return out
 
 
-def fingerprint(sources: list[Any], template: BoundTemplate, stage: str, data: DataConfig, seed: int) -> str:
-    """The cache key of datasets whose `source_key`s are `sources`, encoded for `stage` by `template`."""
+def fingerprint(sources: list[Any], template: BoundTemplate, stage: str, data: DataConfig, seed: int | None) -> str:
+    """The cache key of datasets whose `source_key`s are `sources`, encoded for `stage` by `template`.
+    `seed`: None when the records kept do not depend on it (no num_samples draws, no interleave_probs),
+    so another seed reuses the cache."""
     h = hashlib.sha256()
     settings = {key: getattr(data, key) for key in ENCODING_KEYS}
     for part in (__version__, stage, _template_key(template), _tokenizer_key(template.tokenizer),
                  json.dumps([settings, seed, sources], sort_keys=True, default=str)):
         h.update(part.encode())
     return h.hexdigest()[:24]
-
-
-def folder_digest(folder: Path) -> str:
-    """Size and mtime of every file under `folder` (a tokenized_path), for messages and checks."""
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            h.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
 
 
 def process_tag() -> str:

@@ -36,6 +36,9 @@ def load_sequence_classifier(path: str, model_cfg: ModelConfig, dtype: Any, *, a
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
+    if model_cfg.quantization_bit is not None:
+        raise ConfigError(f"quantization_bit is not supported for reward models yet (stage rm, and the reward model "
+                          f"of ppo/grpo/rloo); remove quantization_bit to load '{path}' unquantized")
     kwargs: dict[str, Any] = dict(dtype=dtype, num_labels=1, trust_remote_code=model_cfg.trust_remote_code,
                                   cache_dir=model_cfg.cache_dir)
     if attn_implementation:
