@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
-import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,9 +190,12 @@ def test_checkpoint_without_adapter_is_a_plain_copy(tiny_path, tmp_path, dtype, 
     ({"export_dir": "out", "export_legacy_format": True}, "tuneforge writes safetensors only"),
     ({"export_dir": "out", "export_quantization_bit": 4}, "pip install 'tuneforge[bnb]'"),
 ], ids=["no-export-dir", "legacy-format", "quantization-without-bnb"])
-def test_mistakes_exit_2_with_one_error_line(tmp_path, keys, message):
-    if "export_quantization_bit" in keys and importlib.util.find_spec("bitsandbytes") is not None:
-        pytest.skip("bitsandbytes is installed here")
+def test_mistakes_exit_2_with_one_error_line(tmp_path, monkeypatch, keys, message):
+    if "export_quantization_bit" in keys:  # a sitecustomize hides an installed bitsandbytes from the child
+        shim = tmp_path / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['bitsandbytes'] = None\n", encoding="utf-8")
+        monkeypatch.setenv("PYTHONPATH", f"{shim}:{':'.join(sys.path)}")
     config = write_yaml(tmp_path / "export.yaml", model_name_or_path="tuneforge/tiny", template="qwen", **keys)
     result = run_cli("export", str(config), cwd=tmp_path)
     assert_one_error_line(result, message)
