@@ -27,6 +27,7 @@ FLOORS = {
     "train": 4, "infer": 4, "export": 4,
     "evaluate": 5, "serve": 5,
     "stages": 6,
+    "launch": 4,
     "cli": 7, "webui": 8, "__main__": 8,
 }
 # The web UI calls the commands' own functions (cli/config.load_config, data check, estimate, predict,

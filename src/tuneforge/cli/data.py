@@ -38,12 +38,14 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
     from tuneforge.data.templates import template_for
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.model.load import load_tokenizer
+    from tuneforge.model.vision import vision_data
 
     # a check writes nothing: a training config need not name its output_dir here; it reads the data whole,
     # also for a config that streams it while training
     cfg = load_config(config_path, [*overrides, "streaming=false"], base={"output_dir": "unused-by-data-check"})
     tokenizer = load_tokenizer(cfg.model)
-    template = template_for(cfg.data, tokenizer)
+    image_processor, data_cfg = vision_data(cfg.model, cfg.data)  # a vision model: its processor and template
+    template = template_for(data_cfg, tokenizer, image_processor)
     stage = cfg.method.stage
     console.print(f"template [bold]{escape(template.name)}[/] ({escape(getattr(template.template, 'notes', ''))}); "
                   f"stop tokens {escape(str(template.stop_strings()))}")

@@ -130,6 +130,8 @@ def quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
+    # torch's collectives under DeepSpeed ZeRO: a rename notice on every step of every rank
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\.\w+`? is deprecated.*", category=FutureWarning)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # trl's trainers report usage unless told not to
     # bitsandbytes (imported by peft whenever it is installed), on a CPU with AVX512-BF16, fetches an optional
@@ -170,7 +172,9 @@ def run() -> None:
 
         if debug or not isinstance(exc, TuneforgeError):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        from tuneforge.log import rank_label
+
+        print(f"error: {rank_label()}{exc}", file=sys.stderr)  # several processes: which one
         raise SystemExit(2) from None
 
 

@@ -57,6 +57,8 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
     cfg = load_config(config_path, overrides)
     if not cfg.train.do_train:  # LLaMA-Factory predicts through `train` with do_train: false
         return maybe_predict(cfg)
+    if launched(cfg, config_path, overrides):  # torchrun or Ray ran it as several processes
+        return None
     with stop.catching():  # SIGTERM/SIGINT: see train/stop.py
         run = setup(cfg)
         if run is None:  # resuming a run that already reached its last step (setup said so)
@@ -73,6 +75,24 @@ def run_train(config_path: Path, overrides: list[str]) -> None:
         finish(run, result)
 
 
+def launched(cfg: RunConfig, config_path: Path, overrides: list[str]) -> bool:
+    """True when the run was started as several processes from here (launch/: torchrun on N GPUs or as the
+    environment says, Ray with USE_RAY=1) and has ended; a failed rank's line is printed, its exit code kept."""
+    import sys
+
+    from tuneforge.launch.entry import launch_elsewhere
+
+    argv = ["train", *([str(config_path)] if config_path else []), *overrides]
+    outcome = launch_elsewhere(cfg, argv, run_train, config_path, overrides)
+    if outcome is None:
+        return False
+    if outcome.message:
+        print(f"error: {outcome.message}", file=sys.stderr)
+    if outcome.code:
+        raise SystemExit(outcome.code)
+    return True
+
+
 def resume_command(config_path: Path, overrides: list[str]) -> str:
     """The command line that continues this run: the same config and overrides, resuming."""
     import shlex
@@ -85,7 +105,9 @@ def report_stop(run: Setup, stopped: Any, command: str) -> None:
     """A run stopped by a signal: its loss plots, then the one line saying where it stopped."""
     from tuneforge.train.plot import plot_losses
 
-    if run.cfg.method.plot_loss:
+    from tuneforge.log import process_rank
+
+    if run.cfg.method.plot_loss and process_rank() == 0:
         plot_losses(stopped.log_history, run.cfg.train.output_dir)
     note(stopped.line(command))
 
@@ -142,18 +164,22 @@ def prepare(run: Setup) -> Prepared:
     from tuneforge.data.dataset import build_datasets
     from tuneforge.data.templates import template_for
     from tuneforge.data.templates.check import compare_with_tokenizer
+    from tuneforge.launch.entry import one_rank_at_a_time
     from tuneforge.model.load import load_tokenizer
     from tuneforge.train.arguments import training_arguments
 
     cfg = run.cfg
+    from tuneforge.model.vision import vision_data
     tokenizer = load_tokenizer(cfg.model)
-    template = template_for(cfg.data, tokenizer)
+    image_processor, data_cfg = vision_data(cfg.model, cfg.data)  # a vision model: its processor and template
+    template = template_for(data_cfg, tokenizer, image_processor)
     if cfg.method.stage == "sft":
         mismatch = compare_with_tokenizer(template)
         if mismatch:
             note(mismatch)
-    data = build_datasets(cfg.data, template, cfg.method.stage, seed=cfg.train.seed,
-                          need_eval=cfg.train.eval_strategy != "no")
+    with one_rank_at_a_time(cfg.train.output_dir):  # the other ranks read what the first one cached
+        data = build_datasets(cfg.data, template, cfg.method.stage, seed=cfg.train.seed,
+                              need_eval=cfg.train.eval_strategy != "no")
     _report_data(cfg, data)
     if run.fast.packing:
         data = _pack(cfg, data)
@@ -231,13 +257,17 @@ def build(run: Setup) -> tuple[Setup, Any]:
 
 def fit(run: Setup, prepared: Prepared, model: Any) -> StageResult:
     from tuneforge.config.stages import facts
+    from tuneforge.launch.entry import rank_zero_first
+    from tuneforge.log import process_rank
     from tuneforge.stages import StageContext
     from tuneforge.train.outputs import clear_previous_run, write_run_config
 
     cfg = run.cfg
-    if cfg.train.overwrite_output_dir and not run.resume:
-        clear_previous_run(cfg.train.output_dir)
-    write_run_config(cfg, cfg.train.output_dir)
+    with rank_zero_first():  # one process clears and writes the folder, after every rank has read it in setup
+        if process_rank() == 0:
+            if cfg.train.overwrite_output_dir and not run.resume:
+                clear_previous_run(cfg.train.output_dir)
+            write_run_config(cfg, cfg.train.output_dir)
     if facts(cfg.method.stage).padding_free:
         note(f"fast path: {run.fast.describe()}")
     ctx = StageContext(cfg=cfg, args=prepared.args, model=model, tokenizer=prepared.tokenizer,
@@ -250,7 +280,11 @@ def finish(run: Setup, result: StageResult) -> None:
     from tuneforge.evaluate.predict import maybe_predict
     from tuneforge.train.plot import plot_losses
 
+    from tuneforge.log import process_rank
+
     cfg = run.cfg
+    if process_rank() != 0:
+        return  # rank 0 plots, sums up and predicts
     if cfg.method.plot_loss:
         for path in plot_losses(result.log_history, cfg.train.output_dir, keys=result.plot_keys):
             note(f"wrote {path}")

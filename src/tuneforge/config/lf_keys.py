@@ -11,7 +11,7 @@ STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stag
                "kto_pair": "use stage: kto"}
 
 _QUANT = "a separate bit width for the reference and reward models is planned (quantization_bit loads them quantized too)"
-_MM = "multimodal models are planned"
+_MM = "videos in the data are planned (images are supported)"
 _FAST = "tuneforge keeps its own fast path (see enable_liger_kernel, fused_loss)"
 _OPTIM = "alternative optimizers are planned"
 
@@ -29,9 +29,9 @@ LF_UNSUPPORTED: dict[str, str] = {
     "moe_aux_loss_coef": "MoE auxiliary loss settings are planned",
     # data
     "tool_format": "tool formats other than the template's own are planned",
-    "media_dir": _MM, "image_max_pixels": _MM, "image_min_pixels": _MM, "video_max_pixels": _MM,
-    "video_fps": _MM, "freeze_vision_tower": _MM, "freeze_multi_modal_projector": _MM,
-    "freeze_language_model": _MM, "eval_on_each_dataset": "per-dataset evaluation is planned",
+    "media_dir": "image paths are relative to dataset_dir (or absolute)", "video_max_pixels": _MM,
+    "video_min_pixels": _MM, "video_fps": _MM, "video_maxlen": _MM,
+    "eval_on_each_dataset": "per-dataset evaluation is planned",
     # preference / RL
     "ref_model_quantization_bit": _QUANT, "reward_model_quantization_bit": _QUANT,
     "ld_alpha": "LD-DPO length desensitisation is planned", "pref_bco_weight": "BCO weighting is planned",
@@ -43,7 +43,7 @@ LF_UNSUPPORTED: dict[str, str] = {
     "use_muon": _OPTIM,
     # evaluation extras
     "compute_accuracy": "token accuracy metrics are planned",
-    "use_swanlab": "the swanlab logger is planned", "ray_run_name": "Ray is not planned",
+    "use_swanlab": "the swanlab logger is planned",
     "early_stopping_steps": "early stopping is planned",
 }
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tuneforge.config.distributed import check_distributed
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, VALUE_HINTS
 from tuneforge.config.schema import QUANTIZATION_BITS, SECTIONS, RunConfig
@@ -289,6 +290,7 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: adapter_name_or_path needs finetuning_type: lora")
     _check_quantization(cfg, where)
     _check_data_scale(cfg, where)
+    check_distributed(cfg, where)  # deepspeed / fsdp files and package
 
 
 def _check_quantization(cfg: RunConfig, where: str) -> None:

@@ -83,6 +83,12 @@ class ModelConfig(Section):
         description="bnb 4-bit: quantize the quantization constants too (saves about 0.4 bits per weight)")
 
     @field_validator("adapter_name_or_path", mode="before")
+    # Vision-language models (LLaMA-Factory's names and defaults): what stays frozen besides the method's choice.
+    freeze_vision_tower: bool = Field(True, description="Vision models: keep the vision encoder frozen")
+    freeze_multi_modal_projector: bool = Field(True,
+        description="Vision models: keep the projector (vision features -> language model) frozen")
+    freeze_language_model: bool = Field(False,
+        description="Vision models: keep the language model frozen (train only the unfrozen vision parts)")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return split_list(v)
@@ -142,6 +148,11 @@ class DataConfig(Section):
         description="error: stop at the first bad record; skip: drop bad records and report how many")
 
     @field_validator("dataset", "eval_dataset", mode="before")
+    # Images are resized (keeping their aspect ratio) into this pixel range before the vision encoder sees them.
+    image_max_pixels: int = Field(768 * 768, gt=0,
+        description="Vision models: images larger than this many pixels are scaled down (fewer image tokens)")
+    image_min_pixels: int = Field(32 * 32, gt=0,
+        description="Vision models: images smaller than this many pixels are scaled up")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return split_list(v)
@@ -373,6 +384,42 @@ class EvalConfig(Section):
     batch_size: int = Field(4, gt=0, description="Questions scored per batch")
 
 
+class DistConfig(Section):
+    """Several processes (LLaMA-Factory's names): DeepSpeed ZeRO or FSDP through the HF Trainer, and Ray Train
+    (`USE_RAY=1`). torchrun's own settings come from the environment (NNODES, NODE_RANK, MASTER_ADDR,
+    MASTER_PORT, NPROC_PER_NODE, FORCE_TORCHRUN; see launch/torchrun.py)."""
+
+    deepspeed: str | dict[str, Any] | None = Field(None,
+        description="DeepSpeed config: a JSON file (examples/deepspeed/ds_z3_config.json) or its content; "
+                    "\"auto\" values are filled from this config")
+    fsdp: str | list[str] | bool | None = Field(None,
+        description="PyTorch FSDP through the Trainer, e.g. full_shard auto_wrap (GPUs only: on a CPU it is plain "
+                    "data parallel)")
+    fsdp_config: str | dict[str, Any] | None = Field(None,
+        description="FSDP options: a JSON file or a mapping (e.g. version: 2 for FSDP2)")
+    ray_num_workers: int = Field(1, ge=1, description="Ray: how many training workers (USE_RAY=1)")
+    ray_init_kwargs: dict[str, Any] | None = Field(None,
+        description="Ray: keyword arguments for ray.init, e.g. address: auto")
+    ray_run_name: str | None = Field(None, description="Ray: the run's name (its folder under ray_storage_path)")
+    ray_storage_path: str = Field("./saves", description="Ray: where Ray Train keeps its run records")
+    resources_per_worker: dict[str, float] | None = Field(None,
+        description="Ray: resources each worker reserves (default: one GPU where there are GPUs, else one CPU)")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field("PACK",
+        description="Ray: how workers are placed on the cluster's nodes")
+
+    @field_validator("ray_init_kwargs", "resources_per_worker", mode="before")
+    @classmethod
+    def _json_mapping(cls, v: Any) -> Any:
+        if isinstance(v, str):  # LLaMA-Factory takes these as JSON on the command line
+            import json
+
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise ValueError(f"expected a mapping or its JSON, got {v!r}") from None
+        return v
+
+
 class RunConfig(BaseModel):
     """Everything one command needs, validated once. Inner code receives this, never dicts."""
 
@@ -386,13 +433,14 @@ class RunConfig(BaseModel):
     pref: PreferenceConfig = PreferenceConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
+    dist: DistConfig = DistConfig()
     source: str | None = None  # the YAML file it came from, for messages
 
     def flat(self) -> dict[str, Any]:
         """The resolved config as flat LLaMA-Factory-style keys (written to training_args.yaml)."""
         out: dict[str, Any] = {}
         for section in (self.model, self.data, self.method, self.train, self.generate, self.pref, self.export,
-                        self.eval):
+                        self.eval, self.dist):
             for key, value in section.model_dump().items():
                 if key == "extra":
                     out.update(value)
@@ -410,4 +458,5 @@ SECTIONS: dict[str, type[Section]] = {
     "pref": PreferenceConfig,
     "export": ExportConfig,
     "eval": EvalConfig,
+    "dist": DistConfig,
 }

@@ -79,3 +79,26 @@ class PaddingFreeCollator:
             "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
             "max_length_q": longest, "max_length_k": longest,
         }
+
+
+@dataclass
+class VisionCollator:
+    """Padded batches of samples with pictures: the text padded by `text` (the padded collator), the batch's
+    pictures made into the model's pixel inputs (pixel_values, image_grid_thw) by the image processor, and
+    `mm_token_type_ids` (1 on image tokens), which Qwen-VL's forward needs for its 3-D rope positions."""
+
+    text: Any
+    images: Any  # data/media.py's ImagePlan
+    image_token_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        pictures = []
+        for feature in features:
+            sizes = feature.get("image_hw") or []
+            pictures += [(pixels, sizes[2 * i], sizes[2 * i + 1]) for i, pixels in enumerate(feature.get("images") or [])]
+        batch = self.text([{key: feature[key] for key in ("input_ids", "labels") if key in feature}
+                           for feature in features])
+        batch["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()
+        if pictures:
+            batch.update(self.images.pixel_inputs(pictures))
+        return batch

@@ -56,7 +56,7 @@ def encode_examples(examples: Any, template: BoundTemplate, stage: str, data: Da
     with progress_bars(len(raw) >= 10_000):  # instant for small sets: the bar would be noise
         encoded = raw.map(batch_encoder(template, stage, data), batched=True,
                           batch_size=PRETRAIN_BATCH if kind == "pretrain" else BATCH, num_proc=workers,
-                          remove_columns=raw.column_names, features=features(kind),
+                          remove_columns=raw.column_names, features=features(kind, template.images is not None),
                           cache_file_name=str(cache_file) if cache_file else None, load_from_cache_file=False,
                           desc="tokenizing" if len(raw) >= 10_000 else None)
     return encoded, 0 if kind == "pretrain" else len(raw) - len(encoded)

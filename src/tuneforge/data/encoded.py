@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tuneforge.config.errors import DataError
 from tuneforge.config.schema import DataConfig
 from tuneforge.config.stages import facts
 from tuneforge.data.encode.pretrain import encode_pretrain
@@ -53,13 +54,18 @@ COLUMNS = {  # by the stage's data kind (config/stages.py)
 }
 
 
-def features(kind: str) -> Any:
-    """The encoded columns' Arrow types: token ids as int32 (half of int64's disk and page cache)."""
+VISION_COLUMNS = ("images", "image_hw")  # resized RGB pixels per picture; (height, width) pairs, flat
+
+
+def features(kind: str, vision: bool = False) -> Any:
+    """The encoded columns' Arrow types: token ids as int32 (half of int64's disk and page cache); with
+    `vision` (a vision template on supervised data) the pictures' pixels too."""
     from datasets import Features, List, Value
 
     kinds = {"label": Value("bool"), "prompt": Value("string"), "reference": Value("string"),
-             "full_len": Value("int32")}
-    return Features({name: kinds.get(name, List(Value("int32"))) for name in COLUMNS[kind]})
+             "full_len": Value("int32"), "images": List(Value("binary"))}
+    names = COLUMNS[kind] + (VISION_COLUMNS if vision and kind == "supervised" else ())
+    return Features({name: kinds.get(name, List(Value("int32"))) for name in names})
 
 
 def _row_encoder(template: BoundTemplate, stage: str, data: DataConfig) -> Callable[[Example], dict | None]:
@@ -72,6 +78,24 @@ def _row_encoder(template: BoundTemplate, stage: str, data: DataConfig) -> Calla
     if kind == "kto":
         return lambda example: preference.encode_kto(template, example, cutoff)
     return lambda example: preference.encode_prompt(template, example, cutoff)
+
+
+def check_text_only(examples: list[Example], template: BoundTemplate, stage: str) -> None:
+    """Images or videos reaching a text encoder: one line saying what would take them."""
+    for example in examples:
+        if not (example.images or example.videos):
+            continue
+        what = "videos" if example.videos else "images"
+        if example.videos:
+            why = "videos in the data are not supported yet (images are)"
+        elif facts(stage).data != "supervised":
+            why = f"images are supported for stage sft, not {stage}"
+        elif template.vision is None:
+            why = (f"template '{template.name}' is a text template; use a vision template (qwen2_vl, qwen3_vl, "
+                   "qwen3_vl_nothink) with a vision model")
+        else:
+            why = f"model has no image processor (preprocessor_config.json) for template '{template.name}'"
+        raise DataError(f"has {what}, but {why}", source=example.source)
 
 
 def _rows(batch: dict[str, list]) -> Iterator[Example]:
@@ -89,10 +113,16 @@ def batch_encoder(template: BoundTemplate, stage: str, data: DataConfig) -> Call
             return {"input_ids": blocks, "labels": blocks, "full_len": [len(b) for b in blocks]}
 
         return pretrain
+    if kind == "supervised" and template.images is not None:
+        from tuneforge.data.encode.multimodal import vision_encoder
+
+        return vision_encoder(template, data)
     if kind == "supervised":
         def supervised(batch: dict[str, list]) -> dict[str, list]:
             out: dict[str, list] = {key: [] for key in keys}
-            conversations = tokenize_turns_batch(template.tokenizer, [template.render(e) for e in _rows(batch)])
+            examples = list(_rows(batch))
+            check_text_only(examples, template, stage)
+            conversations = tokenize_turns_batch(template.tokenizer, [template.render(e) for e in examples])
             for turns in conversations:
                 encoded = encode_supervised(turns, data.cutoff_len, train_on_prompt=data.train_on_prompt,
                                             mask_history=data.mask_history)
@@ -107,7 +137,9 @@ def batch_encoder(template: BoundTemplate, stage: str, data: DataConfig) -> Call
 
     def per_row(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {key: [] for key in keys}
-        for example in _rows(batch):
+        examples = list(_rows(batch))
+        check_text_only(examples, template, stage)
+        for example in examples:
             encoded = encode_one(example)
             if encoded is not None:
                 for key in keys:

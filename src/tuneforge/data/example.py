@@ -27,6 +27,8 @@ class Example:
     rejected: Message | None = None
     kto_label: bool | None = None  # KTO: is the final answer desirable?
     source: str = ""  # "file record N", for messages about this example
+    images: list[str] = field(default_factory=list)  # absolute paths, in the order of the <image> placeholders
+    videos: list[str] = field(default_factory=list)  # absolute paths, in the order of the <video> placeholders
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,8 +39,10 @@ class Example:
         chosen, rejected = row.get("chosen"), row.get("rejected")
         return cls(messages=msgs, system=row.get("system"), tools=row.get("tools"), text=row.get("text"),
                    chosen=Message(**chosen) if chosen else None, rejected=Message(**rejected) if rejected else None,
-                   kto_label=row.get("kto_label"), source=row.get("source", ""))
+                   kto_label=row.get("kto_label"), source=row.get("source", ""),
+                   images=list(row.get("images") or []), videos=list(row.get("videos") or []))
 
     def with_answer(self, answer: Message) -> Example:
         """This conversation (ending on a user turn) completed with one answer."""
-        return Example(messages=[*self.messages, answer], system=self.system, tools=self.tools, source=self.source)
+        return Example(messages=[*self.messages, answer], system=self.system, tools=self.tools, source=self.source,
+                       images=self.images, videos=self.videos)

@@ -39,7 +39,10 @@ def _template_key(template: BoundTemplate) -> str:
         desc = {f.name: getattr(tpl, f.name) for f in dataclasses.fields(tpl) if not callable(getattr(tpl, f.name))}
         desc["callables"] = [getattr(getattr(tpl, f.name), "__qualname__", None) for f in dataclasses.fields(tpl)
                              if callable(getattr(tpl, f.name))]
-    return json.dumps([desc, template.default_system, template.enable_thinking], sort_keys=True, default=str)
+    parts = [desc, template.default_system, template.enable_thinking]
+    if template.images is not None:  # the pictures' size rule (text templates keep their old keys)
+        parts.append(template.images.key())
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def _tokenizer_key(tokenizer: Any) -> str:

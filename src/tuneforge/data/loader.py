@@ -138,7 +138,7 @@ def example_schema() -> Any:
     message = pa.struct([(name, getattr(pa, kind)()) for name, kind in _MESSAGE])
     return pa.schema([("messages", pa.list_(message)), ("system", pa.string()), ("tools", pa.string()),
                       ("text", pa.string()), ("chosen", message), ("rejected", message), ("kto_label", pa.bool_()),
-                      ("source", pa.string())])
+                      ("source", pa.string()), ("images", pa.list_(pa.string())), ("videos", pa.list_(pa.string()))])
 
 
 def example_row(example: Example) -> dict[str, Any]:
@@ -150,7 +150,8 @@ def example_row(example: Example) -> dict[str, Any]:
     return {"messages": [{"role": m.role, "content": m.content} for m in example.messages],
             "system": example.system, "tools": example.tools, "text": example.text,
             "chosen": message(example.chosen), "rejected": message(example.rejected),
-            "kto_label": example.kto_label, "source": example.source}
+            "kto_label": example.kto_label, "source": example.source, "images": example.images,
+            "videos": example.videos}
 
 
 def write_rows(examples: Iterable[Example], path: Path, batch: int = 1000) -> int:

@@ -75,7 +75,8 @@ def encode_stream(stream: Any, template: BoundTemplate, stage: str, data: DataCo
     kind = facts(stage).data
     return stream.map(batch_encoder(template, stage, data), batched=True,
                       batch_size=PRETRAIN_BATCH if kind == "pretrain" else BATCH,
-                      remove_columns=list(example_schema().names), features=features(kind))
+                      remove_columns=list(example_schema().names),
+                      features=features(kind, template.images is not None))
 
 
 def first_sample(stream: Any) -> dict[str, Any] | None:

@@ -67,6 +67,8 @@ def load_adapters(model: Any, paths: list[str], *, trainable_last: bool) -> Any:
 def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
     from peft import get_peft_model
 
+    from tuneforge.model.vision import lora_exclude, vision_parts
+
     adapters = model_cfg.adapter_name_or_path or []
     if adapters and not method.create_new_adapter:
         return load_adapters(model, adapters, trainable_last=True)
@@ -76,7 +78,11 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
         for path in adapters:
             check_adapter_dir(path)
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    return get_peft_model(model, lora_config(method, linear_module_names(model)))
+    config = lora_config(method, linear_module_names(model))
+    parts = vision_parts(model.config)
+    if parts is not None:  # LoRA stays off the vision parts that are frozen
+        config.exclude_modules = lora_exclude(model_cfg, parts)
+    return get_peft_model(model, config)
 
 
 def lora_config(method: MethodConfig, available: list[str], *, task_type: str = "CAUSAL_LM",
@@ -113,6 +119,16 @@ def apply_method(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> An
             model = prepare_quantized(model)
         return apply_lora(model, method, model_cfg)
     if is_quantized(model):  # config/load.py refuses this for training; a stage calling it directly gets a line too
+    from tuneforge.model.vision import freeze_parts, vision_parts
+
+    parts = vision_parts(model.config)
+    model = _apply_method(model, method, model_cfg)
+    if parts is not None:  # a vision-language model: its frozen parts (freeze_vision_tower, ...) stay frozen
+        freeze_parts(model, model_cfg, parts)
+    return model
+
+
+def _apply_method(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
         raise ConfigError(f"quantization_bit needs finetuning_type: lora (QLoRA); {method.finetuning_type} would "
                           "train the quantized weights themselves")
     if method.finetuning_type == "freeze":

@@ -123,6 +123,8 @@ def supports_fused_loss(model: Any) -> bool:
 
     config = getattr(model, "config", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if getattr(config, "vision_config", None) is not None:  # its decoder alone would skip the image features
+        return False
     return (config is not None and supports_fused_config(config)
             and type(head) is torch.nn.Linear and head.bias is None)
 

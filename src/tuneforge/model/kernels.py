@@ -23,6 +23,7 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.config.stages import facts
 from tuneforge.model.attention import choose_attention, needs_eager
+from tuneforge.model.vision import is_vision_config
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,13 @@ def plan(cfg: RunConfig, device: str, model_config: Any = None) -> FastPath:
     rows = facts(stage).padding_free
     if packing and not rows:
         raise ConfigError(f"packing: true applies to stage sft or pt, not {stage}")
+    if rows and is_vision_config(model_config):
+        # Qwen-VL's 3-D (m)rope positions come from the model's get_rope_index over a whole row; padding-free rows
+        # and packing are not proven equal to padded batches for them yet
+        if packing:
+            raise ConfigError("packing: true is not supported for vision-language models yet; remove it (batches "
+                              "are padded)")
+        rows = False
     padding_free = rows and (cfg.data.padding_free or packing)
     attention = choose_attention(cfg.model.flash_attn, device, padding_free, needs_eager(model_config))
     notes = [attention.note] if attention.note else []
@@ -101,19 +109,12 @@ def fused_loss_wanted(fast: FastPath, cfg: RunConfig) -> bool:
 
 
 def zero3(cfg: RunConfig) -> bool:
-    """DeepSpeed ZeRO-3 (`deepspeed:` a JSON file or dict with zero_optimization.stage 3): each rank
+    """DeepSpeed ZeRO-3 (`deepspeed:` a JSON file or mapping with zero_optimization.stage 3): each rank
     holds a shard of every weight and gathers it in the module's forward hook, so the chunked loss,
     which reads lm_head's weight without calling lm_head, would see an empty shard."""
-    import json
-    from pathlib import Path
+    from tuneforge.config.distributed import zero_stage
 
-    ds = cfg.train.extra.get("deepspeed")
-    if isinstance(ds, str):
-        try:
-            ds = json.loads(Path(ds).read_text(encoding="utf-8-sig"))
-        except (OSError, ValueError):
-            return False  # a missing or broken file is the Trainer's one line to give
-    return isinstance(ds, dict) and str(ds.get("zero_optimization", {}).get("stage")) == "3"
+    return zero_stage(cfg.dist) == 3
 
 
 def settle_loss(fast: FastPath, cfg: RunConfig, model: Any) -> FastPath:

@@ -12,6 +12,7 @@ from typing import Any
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import QUANTIZATION_BITS, ModelConfig, TrainConfig
 from tuneforge.model.tiny import TINY_NAME
+from tuneforge.model.tiny_vl import TINY_VL_NAME
 
 
 def resolve_model_path(name: str) -> str:
@@ -20,6 +21,10 @@ def resolve_model_path(name: str) -> str:
         from tuneforge.model import tiny
 
         return str(tiny.ensure())
+    if name == TINY_VL_NAME:
+        from tuneforge.model import tiny_vl
+
+        return str(tiny_vl.ensure())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -213,8 +218,11 @@ def load_model(m: ModelConfig, precision: Precision, *, attn_implementation: str
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map=quantized_device_map(precision.device))
         quiet_int8_casts()
+    model_class = AutoModelForCausalLM
+    if getattr(load_model_config(m), "vision_config", None) is not None:  # vision-language (model/vision.py)
+        from transformers import AutoModelForImageTextToText as model_class  # type: ignore[no-redef]
     with hub_errors("model", m.model_name_or_path):
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = model_class.from_pretrained(path, **kwargs)
     if for_training:
         model.config.use_cache = False
     return model

@@ -7,6 +7,7 @@ chunked one when the model allows it (model/kernels.py decides; attached to the 
 from __future__ import annotations
 
 from tuneforge.data.collate import PaddingFreeCollator, padded_collator
+from tuneforge.data.encode.multimodal import vision_collator
 from tuneforge.model.fused_loss import attach_chunked_loss
 from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.run import run_trainer
@@ -15,7 +16,9 @@ from tuneforge.train.trainer import CausalLMTrainer
 
 def run(ctx: StageContext) -> StageResult:
     fast = ctx.fast
-    if fast.padding_free:
+    if ctx.template.images is not None:  # pictures in the batch: padded (model/kernels.py says why)
+        collator = vision_collator(ctx.template, padded_collator(ctx.tokenizer, ctx.precision.device))
+    elif fast.padding_free:
         collator = PaddingFreeCollator()
     else:
         collator = padded_collator(ctx.tokenizer, ctx.precision.device)

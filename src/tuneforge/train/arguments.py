@@ -72,6 +72,7 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
         name = checkpointing_field()
         kwargs[name] = True
         kwargs[name + "_kwargs"] = {"use_reentrant": False}
+    kwargs.update(distributed_arguments(cfg, precision.device))
     kwargs.update(t.extra)
     try:
         return TrainingArguments(**kwargs)
@@ -79,3 +80,26 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
         where = f"{cfg.source}: " if cfg.source else ""
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"{where}training arguments rejected by transformers: {first}") from None
+
+
+def distributed_arguments(cfg: RunConfig, device: str) -> dict[str, Any]:
+    """deepspeed / fsdp / fsdp_config as the Trainer takes them (the Trainer fills DeepSpeed's "auto" values
+    from the other arguments), and the defaults a multi-process run needs."""
+    import copy
+
+    from tuneforge.config.distributed import read_json_setting
+    from tuneforge.log import world_size
+
+    d, where = cfg.dist, cfg.source or "config"
+    out: dict[str, Any] = {}
+    if d.deepspeed is not None:  # a copy: the Trainer writes the filled-in values into the mapping it gets
+        out["deepspeed"] = copy.deepcopy(read_json_setting(d.deepspeed, "deepspeed", where))
+    if d.fsdp:
+        out["fsdp"] = d.fsdp
+        if d.fsdp_config is not None:
+            out["fsdp_config"] = copy.deepcopy(read_json_setting(d.fsdp_config, "fsdp_config", where))
+    if world_size() > 1 and "ddp_find_unused_parameters" not in cfg.train.extra:
+        # DDP's search for unused weights costs a pass over the graph every step and warns on every rank; the
+        # methods here use every trainable weight in each forward (set it true for a model that does not)
+        out["ddp_find_unused_parameters"] = False
+    return out

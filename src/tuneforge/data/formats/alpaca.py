@@ -6,7 +6,7 @@ from typing import Any
 
 from tuneforge.config.errors import DataError
 from tuneforge.data.example import Example, Message
-from tuneforge.data.formats.common import check_pair, kto_tag, text_field, tools_field
+from tuneforge.data.formats.common import attach_media, check_pair, kto_tag, text_field, tools_field
 from tuneforge.data.registry import DatasetSpec
 
 NEEDS = " (alpaca needs {p} and {r})"
@@ -53,7 +53,7 @@ def convert(row: dict[str, Any], spec: DatasetSpec, stage: str, where: str) -> E
         rejected = text_field(row, rejected_col, where, required=True, what=needs)
         check_pair(chosen, rejected, where, (chosen_col, rejected_col))
         example.chosen, example.rejected = Message("assistant", chosen), Message("assistant", rejected)
-        return example
+        return attach_media(example, row, spec, where)
     example.messages.append(Message("assistant", response))
     example.kto_label = kto_tag(row, spec.column("kto_tag"), where)
-    return example
+    return attach_media(example, row, spec, where)

@@ -74,3 +74,50 @@ def check_pair(chosen: str, rejected: str, where: str, keys: tuple[str, str]) ->
     if chosen.strip() == rejected.strip():
         raise DataError(f"'{keys[0]}' and '{keys[1]}' are the same answer; a preference pair needs two different "
                         "answers", source=where, key=keys[0])
+
+
+PLACEHOLDERS = {"images": "<image>", "videos": "<video>"}
+
+
+def media_field(row: dict[str, Any], spec: Any, key: str, where: str) -> list[str]:
+    """The `images`/`videos` column (LLaMA-Factory's): one path or a list of paths, relative to the
+    dataset's folder (where its dataset_info.json is) or absolute; a file that is not there is an error
+    naming it."""
+    from pathlib import Path
+
+    column = spec.column(key) or key
+    value = row.get(column)
+    if value in (None, "", []):
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) and item.strip() for item in items):
+        raise DataError(f"'{column}' must be a file path or a list of file paths", source=where, key=column)
+    base = Path(spec.info_file).parent if spec.info_file else Path.cwd()
+    paths = []
+    for item in items:
+        path = Path(item).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise DataError(f"'{column}' names {item}, which does not exist (looked for {path})", source=where,
+                            key=column)
+        paths.append(str(path))
+    return paths
+
+
+def attach_media(example: Any, row: dict[str, Any], spec: Any, where: str) -> Any:
+    """Fill example.images/videos from the record and check that each <image>/<video> placeholder in the
+    conversation has exactly one file (the model's image tokens go where the placeholders are). Records
+    without the column are text records: a literal "<image>" in their text is left alone."""
+    texts = [m.content for m in example.messages]
+    for key, mark in PLACEHOLDERS.items():
+        if (spec.column(key) or key) not in row:
+            continue
+        files = media_field(row, spec, key, where)
+        marks = sum(text.count(mark) for text in texts)
+        if marks != len(files):
+            column = spec.column(key) or key
+            raise DataError(f"has {marks} {mark} placeholder{'s' * (marks != 1)} in its messages but {len(files)} "
+                            f"file{'s' * (len(files) != 1)} in '{column}'; each {mark} needs one file, in order",
+                            source=where, key=column)
+        setattr(example, key, files)
+    return example

@@ -8,7 +8,7 @@ from typing import Any
 
 from tuneforge.config.errors import DataError
 from tuneforge.data.example import Example, Message
-from tuneforge.data.formats.common import check_pair, kto_tag, text_field, tools_field
+from tuneforge.data.formats.common import attach_media, check_pair, kto_tag, text_field, tools_field
 from tuneforge.data.registry import DatasetSpec
 
 
@@ -77,12 +77,12 @@ def convert(row: dict[str, Any], spec: DatasetSpec, stage: str, where: str) -> E
     messages = _conversation(turns, first, tags)
     tools = tools_field(row, spec.column("tools"), where)
     if spec.ranking:
-        return _preference(row, spec, where, messages, system, tools, tags)
+        return attach_media(_preference(row, spec, where, messages, system, tools, tags), row, spec, where)
     if len(messages) % 2 != 0:
         raise tags.error(f"the conversation ends with message {len(turns) - 1} ('{turns[-1].get(tags.role_tag)}'); "
                          f"it must end with a {' or '.join(map(repr, tags.answers))} turn to train on")
-    return Example(messages=messages, system=system or None, tools=tools, source=where,
-                   kto_label=kto_tag(row, spec.column("kto_tag"), where))
+    return attach_media(Example(messages=messages, system=system or None, tools=tools, source=where,
+                                kto_label=kto_tag(row, spec.column("kto_tag"), where)), row, spec, where)
 
 
 def _message_list(row: Any, col: str, where: str) -> list[Any]:

@@ -28,6 +28,12 @@ class BoundTemplate:
     tokenizer: Any
     default_system: str | None = None
     enable_thinking: bool | None = True
+    images: Any = None  # data/media.py's ImagePlan: a vision template bound to the model's image processor
+
+    @property
+    def vision(self) -> Any:
+        """The template's VisionStyle (None for text templates)."""
+        return getattr(self.template, "vision", None)
 
     @property
     def name(self) -> str:
@@ -80,10 +86,16 @@ def get_template(name: str | None, tokenizer: Any, *, default_system: str | None
     return bound
 
 
-def template_for(data: DataConfig, tokenizer: Any) -> BoundTemplate:
-    """The config's template (name, default_system, enable_thinking) bound to `tokenizer`."""
-    return get_template(data.template, tokenizer, default_system=data.default_system,
-                        enable_thinking=data.enable_thinking)
+def template_for(data: DataConfig, tokenizer: Any, image_processor: Any = None) -> BoundTemplate:
+    """The config's template (name, default_system, enable_thinking) bound to `tokenizer`, and for a vision
+    template to the model's image processor (with image_min_pixels/image_max_pixels)."""
+    bound = get_template(data.template, tokenizer, default_system=data.default_system,
+                         enable_thinking=data.enable_thinking)
+    if bound.vision is not None and image_processor is not None:
+        from tuneforge.data.media import image_plan
+
+        bound.images = image_plan(image_processor, data.image_min_pixels, data.image_max_pixels)
+    return bound
 
 
 def check_fits(bound: BoundTemplate) -> None:

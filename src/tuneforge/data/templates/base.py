@@ -15,6 +15,7 @@ from typing import Literal
 
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates.tools import ToolStyle
+from tuneforge.data.templates.vision import VisionStyle
 
 EMPTY_THOUGHT = "<think>\n\n</think>\n\n"
 THINK_RE = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
@@ -55,6 +56,8 @@ class Template:
     thinking: str = ""
     # How tool definitions and tool calls are written (None: tools are not rendered, calls kept as written).
     tools: ToolStyle | None = None
+    # Vision-language templates: how an <image> placeholder is written (None: a text-only template).
+    vision: VisionStyle | None = None
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
 
@@ -76,6 +79,8 @@ class Template:
         """Render the conversation as turns. With for_generation, the last message must be a user
         (or observation) message and the last turn's answer is empty."""
         messages = list(example.messages)
+        if self.vision is not None:
+            messages = [Message(m.role, self.vision.fill(m.content)) for m in messages]
         strip = (lambda s: s.strip()) if self.strip else (lambda s: s)
         system = strip(self.system_text(example, default_system))
         lead = self._fill(self.prefix, "", bos, eos)

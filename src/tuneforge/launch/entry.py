@@ -1,0 +1,72 @@
+"""Where `tuneforge train` runs: in this process, or as several (torchrun, Ray) started from here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tuneforge.config.schema import RunConfig
+from tuneforge.launch import torchrun
+from tuneforge.launch.torchrun import Outcome
+
+
+def launch_elsewhere(cfg: RunConfig, argv: list[str], train_fn: Callable[..., Any], *args: Any) -> Outcome | None:
+    """None: train in this process (alone, or as a rank a launcher started). Otherwise the outcome of the run
+    started from here: torchrun on `argv` (`train CONFIG ...`), or Ray Train calling `train_fn(*args)` in each
+    worker (USE_RAY=1)."""
+    env = os.environ
+    if torchrun.under_launcher(env):
+        return None
+    if torchrun.enabled(env, "USE_RAY"):
+        from tuneforge.launch.ray import run_with_ray
+
+        return run_with_ray(cfg.dist, train_fn, *args)
+    plan = torchrun.plan(env, torchrun.visible_gpus())
+    if plan is not None:
+        return torchrun.run_torchrun([*plan.args(), "-m", "tuneforge", *argv])
+    if cfg.dist.deepspeed is not None:
+        torchrun.single_process_env(env)
+    return None
+
+
+@contextmanager
+def one_rank_at_a_time(run: str | None) -> Iterator[None]:
+    """Ranks of a multi-process run take turns (a file lock in tuneforge's cache, one per output folder `run`):
+    the first prepares the data and writes the cache, the others find it there instead of encoding the same
+    records at once."""
+    import hashlib
+
+    from tuneforge.log import world_size
+
+    if world_size() <= 1:
+        yield
+        return
+    from filelock import FileLock
+
+    from tuneforge.data.dataset import cache_root
+
+    root = cache_root() / "locks"
+    root.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(str(run).encode("utf-8")).hexdigest()[:16]
+    with FileLock(str(root / f"data-{name}.lock")):
+        yield
+
+
+@contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Every rank arrives, rank 0 runs the block, then the others do (alone: just the block). For the output
+    folder: no rank may still be reading it when rank 0 clears it, and none may go on before it is written."""
+    import torch.distributed as dist
+
+    together = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if together:
+        dist.barrier()
+    if together and dist.get_rank() != 0:
+        dist.barrier()
+        yield
+        return
+    yield
+    if together:
+        dist.barrier()
