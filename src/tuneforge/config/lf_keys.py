@@ -13,7 +13,6 @@ STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stag
 _QUANT = "a separate bit width for the reference and reward models is planned (quantization_bit loads them quantized too)"
 _MM = "videos in the data are planned (images are supported)"
 _FAST = "tuneforge keeps its own fast path (see enable_liger_kernel, fused_loss)"
-_OPTIM = "alternative optimizers are planned"
 
 LF_UNSUPPORTED: dict[str, str] = {
     # quantization (quantization_bit, quantization_method, quantization_type, double_quantization are keys)
@@ -35,12 +34,6 @@ LF_UNSUPPORTED: dict[str, str] = {
     # preference / RL
     "ref_model_quantization_bit": _QUANT, "reward_model_quantization_bit": _QUANT,
     "ld_alpha": "LD-DPO length desensitisation is planned", "pref_bco_weight": "BCO weighting is planned",
-    # PEFT variants and optimizers
-    "pissa_init": "PiSSA init is planned", "pissa_iter": "PiSSA init is planned",
-    "pissa_convert": "PiSSA init is planned", "loraplus_lr_ratio": "LoRA+ is planned",
-    "loraplus_lr_embedding": "LoRA+ is planned", "use_llama_pro": "LLaMA Pro is planned",
-    "use_galore": _OPTIM, "use_apollo": _OPTIM, "use_badam": _OPTIM, "use_adam_mini": _OPTIM,
-    "use_muon": _OPTIM,
     # evaluation extras
     "compute_accuracy": "token accuracy metrics are planned",
     "use_swanlab": "the swanlab logger is planned",

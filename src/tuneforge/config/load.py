@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from tuneforge.config.distributed import check_distributed
 from tuneforge.config.errors import ConfigError
+from tuneforge.config.extras import check_extras
 from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, VALUE_HINTS
 from tuneforge.config.schema import QUANTIZATION_BITS, SECTIONS, RunConfig
 from tuneforge.config.stages import facts
@@ -291,6 +292,8 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
     _check_quantization(cfg, where)
     _check_data_scale(cfg, where)
     check_distributed(cfg, where)  # deepspeed / fsdp files and package
+    if (extras_problem := check_extras(cfg.method, cfg.train)) is not None:  # LoRA+, GaLore, BAdam, ...
+        raise ConfigError(f"{where}: {extras_problem}")
 
 
 def _check_quantization(cfg: RunConfig, where: str) -> None:

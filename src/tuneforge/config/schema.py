@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tuneforge.config.extras import MethodExtras
+
 
 def split_list(value: Any) -> list[str] | None:
     """`a, b` / `a,b` / [a, b] -> ['a', 'b'] (LLaMA-Factory users write comma lists in YAML)."""
@@ -170,7 +172,7 @@ class DataConfig(Section):
         return v
 
 
-class MethodConfig(Section):
+class MethodConfig(Section, MethodExtras):  # the method extras (LoRA+, PiSSA, GaLore, ...): config/extras.py
     stage: Literal["sft", "pt", "rm", "dpo", "kto", "ppo", "grpo", "rloo"] = Field("sft",
         description="Training stage: sft, pt (pre-training), rm (reward model), dpo, kto, ppo, grpo or rloo")
     finetuning_type: Literal["lora", "freeze", "full"] = Field("lora",
@@ -195,7 +197,7 @@ class MethodConfig(Section):
     plot_loss: bool = Field(True, description="Save loss plots (training_loss.png) in output_dir after training")
 
     @field_validator("lora_target", "freeze_trainable_modules", "additional_target",
-                     "freeze_extra_modules", mode="before")
+                     "freeze_extra_modules", "galore_target", "apollo_target", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return split_list(v)

@@ -7,7 +7,7 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import MethodConfig, ModelConfig
-from tuneforge.model.selection import freeze_trained, lora_targets
+from tuneforge.model.selection import expanded_layers, freeze_trained, lora_targets
 
 
 # Quantized linears that are not nn.Linear subclasses (bitsandbytes' are; hqq's is not).
@@ -94,7 +94,15 @@ def lora_config(method: MethodConfig, available: list[str], *, task_type: str = 
     to_save = [*extra_modules, *(method.additional_target or [])] or None
     return LoraConfig(task_type=task_type, r=method.lora_rank, lora_alpha=method.lora_alpha,
                       lora_dropout=method.lora_dropout, target_modules=targets, modules_to_save=to_save,
-                      use_rslora=method.use_rslora, use_dora=method.use_dora)
+                      use_rslora=method.use_rslora, use_dora=method.use_dora, init_lora_weights=lora_init(method),
+                      layers_to_transform=expanded_layers(method, n_layers) if method.use_llama_pro else None)
+
+
+def lora_init(method: MethodConfig) -> bool | str:
+    """peft's init_lora_weights: PiSSA (exact SVD, or pissa_iter fast-SVD iterations) or the usual one."""
+    if not method.pissa_init:
+        return True
+    return "pissa" if method.pissa_iter == -1 else f"pissa_niter_{method.pissa_iter}"
 
 
 def apply_freeze(model: Any, method: MethodConfig, also: tuple[str, ...] = ()) -> Any:

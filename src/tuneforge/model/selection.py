@@ -18,7 +18,10 @@ def freeze_trained(names: Iterable[str], n_layers: int, method: MethodConfig,
     count = method.freeze_trainable_layers
     if abs(count) > n_layers:
         raise ConfigError(f"freeze_trainable_layers {count} exceeds the model's {n_layers} layers")
-    layer_ids = range(n_layers - count, n_layers) if count > 0 else range(-count)
+    if method.use_llama_pro:
+        layer_ids = expanded_layers(method, n_layers)
+    else:
+        layer_ids = range(n_layers - count, n_layers) if count > 0 else range(-count)
     prefixes = [f".layers.{i}." for i in layer_ids]
     modules, extra = method.freeze_trainable_modules, [*(method.freeze_extra_modules or []), *also]
     trained, matched = set(), set()
@@ -48,3 +51,15 @@ def lora_targets(method: MethodConfig, available: Iterable[str]) -> list[str]:
         raise ConfigError(f"lora_target {', '.join(missing)} matches no linear layer of this model "
                           f"(it has: {', '.join(available)}; or use 'all')")
     return list(targets)
+
+
+def expanded_layers(method: MethodConfig, n_layers: int) -> list[int]:
+    """LLaMA Pro: the blocks `tuneforge expand` added to a model now `n_layers` deep, when it added
+    `freeze_trainable_layers` of them: one after every (n_layers / count - 1) original blocks, i.e. the last
+    block of each group of n_layers / count."""
+    count = method.freeze_trainable_layers
+    if count <= 0 or n_layers % count:
+        raise ConfigError(f"use_llama_pro: freeze_trainable_layers is the number of blocks `tuneforge expand` added "
+                          f"(--num_expand), which divides the model's {n_layers} layers; got {count}")
+    stride = n_layers // count
+    return list(range(stride - 1, n_layers, stride))

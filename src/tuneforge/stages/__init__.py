@@ -78,11 +78,17 @@ class StageDef:
     model: Callable[[RunConfig, Precision, str | None], Any] = causal_lm
 
     def check(self, cfg: RunConfig) -> None:
+        from tuneforge.train.optimizers import check_ready
+
+        check_ready(cfg.method, cfg.train.max_grad_norm)  # the method extras' packages (GaLore, BAdam, ...)
         if self.checks is not None:
             self.checks(cfg)
 
     def build_model(self, cfg: RunConfig, precision: Precision, attention: str | None) -> Any:
-        return self.model(cfg, precision, attention)
+        from tuneforge.train.optimizers import attach_method
+
+        # the Trainer's create_optimizer builds the extras' optimizers (LoRA+, BAdam, Muon) from these settings
+        return attach_method(self.model(cfg, precision, attention), cfg.method)
 
     def run(self, ctx: StageContext) -> StageResult:
         return self.train(ctx)

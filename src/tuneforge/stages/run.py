@@ -18,12 +18,13 @@ def run_trainer(args: Any, model: Any, tokenizer: Any, data: EncodedData, collat
 
     from tuneforge.train import stop
     from tuneforge.train.callbacks import ConciseProgress, JsonlLogCallback, StopCallback
+    from tuneforge.train.optimizers import with_extra_optimizers
     from tuneforge.train.saves import with_atomic_saves
 
     train = data.train.remove_columns([c for c in data.train.column_names if c == "full_len"])
     evals = data.eval.remove_columns([c for c in data.eval.column_names if c == "full_len"]) if data.eval else None
     stopper = StopCallback(stop.active())
-    trainer = with_atomic_saves(trainer_class or Trainer)(
+    trainer = with_atomic_saves(with_extra_optimizers(trainer_class or Trainer))(
         model=model, args=args, train_dataset=train, eval_dataset=evals, data_collator=collator,
         processing_class=tokenizer, callbacks=[JsonlLogCallback(args.output_dir), stopper], **trainer_kwargs)
     trainer.remove_callback(ProgressCallback)

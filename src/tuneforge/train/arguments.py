@@ -9,6 +9,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.config.stages import facts
 from tuneforge.model.kernels import FastPath
 from tuneforge.model.load import Precision
+from tuneforge.train.optimizers import optimizer_arguments
 
 
 def checkpointing_field() -> str:
@@ -72,6 +73,7 @@ def training_arguments(cfg: RunConfig, precision: Precision, *, has_eval: bool, 
         name = checkpointing_field()
         kwargs[name] = True
         kwargs[name + "_kwargs"] = {"use_reentrant": False}
+    kwargs.update(optimizer_arguments(cfg.method))  # GaLore / APOLLO: transformers' own optimizers
     kwargs.update(distributed_arguments(cfg, precision.device))
     kwargs.update(t.extra)
     try:
