@@ -78,7 +78,7 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
         for path in adapters:
             check_adapter_dir(path)
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    config = lora_config(method, linear_module_names(model))
+    config = lora_config(method, linear_module_names(model), n_layers=getattr(model.config, "num_hidden_layers", 0))
     parts = vision_parts(model.config)
     if parts is not None:  # LoRA stays off the vision parts that are frozen
         config.exclude_modules = lora_exclude(model_cfg, parts)
@@ -86,8 +86,9 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
 
 
 def lora_config(method: MethodConfig, available: list[str], *, task_type: str = "CAUSAL_LM",
-                extra_modules: tuple[str, ...] = ()) -> Any:
-    """peft LoraConfig from the method settings; `lora_target: all` = every linear layer in `available`."""
+                extra_modules: tuple[str, ...] = (), n_layers: int = 0) -> Any:
+    """peft LoraConfig from the method settings; `lora_target: all` = every linear layer in `available`;
+    with use_llama_pro, only the expanded blocks of the model's `n_layers` get adapters."""
     from peft import LoraConfig
 
     targets = lora_targets(method, available)
