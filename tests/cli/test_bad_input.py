@@ -23,7 +23,7 @@ import pytest
 
 from conftest import assert_one_error_line, run_cli, write_yaml
 
-BASE = dict(model_name_or_path="tuneforge/tiny", template="qwen3_nothink", cutoff_len=64, max_steps=2,
+BASE = dict(model_name_or_path="tuneforge/tiny", do_train=True, template="qwen3_nothink", cutoff_len=64, max_steps=2,
             save_strategy="no", plot_loss=False, dataset="good")
 GOOD = [{"instruction": "Say hi", "input": "", "output": "Hi there"},
         {"instruction": "Add 1 and 2", "output": "3"},

@@ -202,7 +202,7 @@ def test_cli_error_line_keeps_brackets_and_chinese_path(tiny_path, tmp_path, mon
 
     folder = tmp_path / "data" / "[v2]" / "中文 [bold]"
     dataset(folder, "json", json.dumps(ROWS, ensure_ascii=False).encode("gb18030"))
-    cfg = write_yaml(tmp_path / "[v2].yaml", model_name_or_path="tuneforge/tiny", template="qwen3_nothink",
+    cfg = write_yaml(tmp_path / "[v2].yaml", model_name_or_path="tuneforge/tiny", template="qwen3_nothink", do_train=True,
                      dataset="d", dataset_dir=str(folder), output_dir=str(tmp_path / "out"), max_steps=1)
     code, err = run_cli_in_process(["train", str(cfg)], tmp_path, monkeypatch, capsys)
     line = assert_one_error_line(subprocess.CompletedProcess([], code, "", err),

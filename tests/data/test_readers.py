@@ -117,9 +117,14 @@ def test_llamafactory_dataset_info_loads_unchanged(tiny_tokenizer, tmp_path, mon
     assert len(pt.train) > 10 and max(len(x) for x in pt.train["input_ids"]) == 256
 
 
-def test_identity_without_a_name_is_an_error():
-    with pytest.raises(DataError, match=r"identity.json record 0: has the \{\{name\}\} and \{\{author\}\} placeholder; "
-                                        "set identity_name and identity_author"):
-        load_examples(DataConfig(), ["identity"], "sft")
-    with pytest.raises(DataError, match="set identity_author"):
-        load_examples(DataConfig(identity_name="X"), ["identity"], "sft")
+def test_identity_without_a_name_trains_as_written_with_one_warning():
+    """LLaMA-Factory's identity examples train with {{name}} left in: so do we, saying once which key fills it."""
+    examples, report = load_examples(DataConfig(), ["identity"], "sft")
+    assert "{{name}}" in str(examples[0].to_dict())
+    assert len(report.warnings) == 1
+    assert report.warnings[0].endswith("identity.json record 0: has the {{name}} and {{author}} placeholder, trained "
+                                       "as written; set identity_name and identity_author to fill it")
+    _, report = load_examples(DataConfig(identity_name="X"), ["identity"], "sft")
+    assert len(report.warnings) == 1 and "set identity_author to fill it" in report.warnings[0]
+    _, report = load_examples(DataConfig(identity_name="X", identity_author="Y"), ["identity"], "sft")
+    assert report.warnings == []

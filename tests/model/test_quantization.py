@@ -83,7 +83,7 @@ def test_missing_bitsandbytes_is_one_line_naming_the_extra(tmp_path, monkeypatch
     shim.mkdir()
     (shim / "sitecustomize.py").write_text("import sys\nsys.modules['bitsandbytes'] = None\n", encoding="utf-8")
     monkeypatch.setenv("PYTHONPATH", f"{shim}:{':'.join(sys.path)}")
-    config = write_yaml(tmp_path / "qlora.yaml", model_name_or_path="tuneforge/tiny", dataset="identity",
+    config = write_yaml(tmp_path / "qlora.yaml", model_name_or_path="tuneforge/tiny", do_train=True, dataset="identity",
                         identity_name="X", identity_author="Y", template="qwen", quantization_bit=4,
                         output_dir=str(tmp_path / "out"), max_steps=1)
     assert_one_error_line(run_cli("train", str(config)), "quantization_bit: 4",

@@ -229,7 +229,7 @@ def bad_runs(tmp_path_factory):
         columns = {**first, "chosen": "chosen", "rejected": "rejected"}
         info = {"bad": {"file_name": "bad.json", "ranking": True, "formatting": formatting, "columns": columns}}
         (root / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
-        cfg = write_yaml(root / "train.yaml", model_name_or_path="tuneforge/tiny", stage="dpo", dataset="bad",
+        cfg = write_yaml(root / "train.yaml", model_name_or_path="tuneforge/tiny", stage="dpo", dataset="bad", do_train=True,
                          dataset_dir=str(root), template="qwen3_nothink", output_dir=str(root / "out"),
                          max_steps=1, report_to="none")
         return run_cli("train", str(cfg), cwd=root, timeout=300), root

@@ -122,7 +122,7 @@ def test_kto_tag_not_boolean_is_one_line_through_the_cli(tiny_path, tmp_path):
     (data / "dataset_info.json").write_text(json.dumps({"tags": {
         "file_name": "tags.json", "formatting": "sharegpt", "columns": {"messages": "messages", "kto_tag": "label"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}))
-    config = write_yaml(tmp_path / "kto.yaml", model_name_or_path="tuneforge/tiny", template="qwen3_nothink",
+    config = write_yaml(tmp_path / "kto.yaml", model_name_or_path="tuneforge/tiny", template="qwen3_nothink", do_train=True,
                         stage="kto", dataset="tags", dataset_dir=str(data), output_dir=str(tmp_path / "out"),
                         per_device_train_batch_size=2, max_steps=1)
     result = run_cli("train", str(config), cwd=tmp_path)

@@ -14,7 +14,7 @@ from conftest import write_yaml
 from tuneforge.config.errors import TuneforgeError
 from tuneforge.webui import actions, child, runs
 
-BASE = {"model_name_or_path": "tuneforge/tiny", "stage": "sft", "finetuning_type": "lora", "template": "qwen3_nothink",
+BASE = {"model_name_or_path": "tuneforge/tiny", "do_train": True, "stage": "sft", "finetuning_type": "lora", "template": "qwen3_nothink",
         "dataset": ["identity"], "identity_name": "小锻", "identity_author": "Lab", "cutoff_len": 128, "max_steps": 2}
 
 

@@ -56,6 +56,8 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
     data = build_datasets(cfg.data, template, stage, seed=cfg.train.seed)
     for name, count in data.report.counts.items():
         console.print(f"dataset [bold]{escape(name)}[/]: {count} examples")
+    for line in data.report.warnings:
+        console.print(Text(line, style="yellow"))
     if data.report.skipped:
         console.print(f"[yellow]skipped {len(data.report.skipped)} bad records[/]; first ones:")
         for line in data.report.skipped[:5]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -14,8 +13,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets and templates before training.")
 app.add_typer(data_app, name="data")
 
-CONFIG = typer.Argument(..., help="YAML config (LLaMA-Factory keys)", show_default=False)
-OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. learning_rate=1e-4", show_default=False)
+# CONFIG may be left out when the keys come as flags (`tuneforge train --stage sft --dataset a,b ...`, see cli/flags.py)
+CONFIG = typer.Argument(None, help="YAML config (LLaMA-Factory keys)", show_default=False)
+OVERRIDES = typer.Argument(None, help="key=value overrides or --key value flags, e.g. learning_rate=1e-4",
+                           show_default=False)
 
 
 @app.callback()
@@ -40,7 +41,7 @@ def env() -> None:
 
 
 @app.command()
-def train(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+def train(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Fine-tune as the YAML says (stage sft, pt, rm, dpo, kto, ppo, grpo or rloo; lora, freeze or full)."""
     from tuneforge.cli.train import run_train
 
@@ -48,7 +49,7 @@ def train(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> 
 
 
 @app.command()
-def chat(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+def chat(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Chat with a model (+ adapter). Reads one prompt per line when stdin is not a terminal."""
     from tuneforge.cli.chat import run_chat
 
@@ -56,7 +57,7 @@ def chat(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> N
 
 
 @app.command()
-def export(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+def export(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Merge adapters into the base model and save safetensors shards to export_dir."""
     from tuneforge.cli.export import run_export
 
@@ -64,7 +65,7 @@ def export(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) ->
 
 
 @app.command()
-def predict(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+def predict(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Generate answers for eval_dataset; write generated_predictions.jsonl and BLEU/ROUGE scores."""
     from tuneforge.cli.predict import run_predict
 
@@ -72,7 +73,7 @@ def predict(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -
 
 
 @app.command("eval")
-def evaluate(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+def evaluate(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """Multiple-choice benchmark accuracy (MMLU / C-Eval / CMMLU style task files)."""
     from tuneforge.cli.eval import run_eval
 
@@ -80,7 +81,7 @@ def evaluate(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) 
 
 
 @app.command()
-def api(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
+def api(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> None:
     """OpenAI-compatible server (API_HOST, API_PORT, API_KEY from the environment)."""
     from tuneforge.cli.api import run_api
 
@@ -88,7 +89,7 @@ def api(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES) -> No
 
 
 @app.command()
-def estimate(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+def estimate(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
              gpu_mem_gib: Optional[float] = typer.Option(None, "--gpu-mem-gib", show_default=False,
                                                          help="the card's memory in GiB (default: the visible "
                                                               "GPU's, else 80)"),
@@ -116,7 +117,7 @@ def webui(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
 
 
 @data_app.command("check")
-def data_check(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+def data_check(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                samples: int = typer.Option(2, help="how many encoded samples to show")) -> None:
     """Load every dataset, show encoded samples and length statistics; no model weights needed."""
     from tuneforge.cli.data import run_check
@@ -157,6 +158,9 @@ def run() -> None:
         app()
     except Interrupted as exc:  # SIGINT/SIGTERM while `train` was not training (train/stop.py)
         print(f"tuneforge: {exc}", file=sys.stderr)
+    from tuneforge.cli.flags import rewrite
+
+    sys.argv = [sys.argv[0], *rewrite(sys.argv[1:], app)]  # llamafactory-cli's --key value flags -> key=value
         raise SystemExit(exc.code) from None
     except TrainingStopped:  # `train` saved the step and printed how to resume
         raise SystemExit(EXIT_STOPPED) from None

@@ -48,7 +48,7 @@ class Prepared:
     args: Any  # transformers.TrainingArguments
 
 
-def run_train(config_path: Path, overrides: list[str]) -> None:
+def run_train(config_path: str | Path | None, overrides: list[str]) -> None:
     from tuneforge.cli.config import load_config
     from tuneforge.evaluate.predict import maybe_predict
 
@@ -93,12 +93,15 @@ def launched(cfg: RunConfig, config_path: Path, overrides: list[str]) -> bool:
     return True
 
 
-def resume_command(config_path: Path, overrides: list[str]) -> str:
+def resume_command(config_path: str | Path | None, overrides: list[str]) -> str:
     """The command line that continues this run: the same config and overrides, resuming."""
     import shlex
 
+    from tuneforge.cli.flags import split_config
+
+    path, overrides = split_config(config_path, overrides)
     kept = [o for o in overrides if o.partition("=")[0].strip() != "resume_from_checkpoint"]
-    return shlex.join(["tuneforge", "train", str(config_path), *kept, "resume_from_checkpoint=true"])
+    return shlex.join(["tuneforge", "train", *([str(path)] if path else []), *kept, "resume_from_checkpoint=true"])
 
 
 def report_stop(run: Setup, stopped: Any, command: str) -> None:
@@ -195,6 +198,8 @@ def _report_data(cfg: RunConfig, data: EncodedData) -> None:
          + (f", {len(data.eval) if hasattr(data.eval, '__len__') else int(cfg.data.val_size)} eval"
             if data.eval is not None else "")
          + (" [cached]" if data.from_cache else ""))
+    for line in data.report.warnings:
+        note(line)
     if data.report.skipped:
         note(f"skipped {len(data.report.skipped)} bad records (bad_records: skip); first: {data.report.skipped[0]}")
     if data.dropped:

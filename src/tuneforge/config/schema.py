@@ -222,7 +222,9 @@ class TrainConfig(Section):
         description="The folder this run writes to: checkpoints, adapter or weights, logs and plots")
     overwrite_output_dir: bool = Field(False,
         description="Write over the earlier run in output_dir (its checkpoints and logs are removed)")
-    do_train: bool = Field(True, description="Train (false: only predict, with do_predict)")
+    # false by default, as in LLaMA-Factory and transformers: a training config says do_train: true
+    do_train: bool = Field(False, description="Train (the default is false, as in LLaMA-Factory: a training config "
+                                              "says do_train: true; false with do_predict only predicts)")
     do_eval: bool = Field(False, description="Evaluate on the held-out data at the end of training")
     resume_from_checkpoint: str | bool | None = Field(None,
         description="Continue a stopped run: true (the latest checkpoint in output_dir) or a checkpoint folder")

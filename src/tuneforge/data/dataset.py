@@ -92,7 +92,7 @@ def _encode_cached(names: list[str], template: BoundTemplate, stage: str, data: 
     path = root / key
     if (path / META).is_file() and not data.overwrite_cache:
         dataset, meta = load_encoded(path)
-        return dataset, LoadReport(meta["counts"], meta["skipped"]), meta["dropped"], True
+        return dataset, LoadReport(meta["counts"], meta["skipped"], meta.get("warnings", [])), meta["dropped"], True
     tmp = root / f"{key}.tmp{process_tag()}"
     try:
         raw, report = load_rows(data, names, stage, tmp / "rows", seed=seed)
@@ -105,7 +105,7 @@ def _encode_cached(names: list[str], template: BoundTemplate, stage: str, data: 
         shutil.rmtree(tmp / "rows")
         files = sorted(p.name for p in tmp.glob("data*.arrow"))
         meta = {"dropped": dropped, "datasets": names, "files": files, "counts": report.counts,
-                "skipped": report.skipped}
+                "skipped": report.skipped, "warnings": report.warnings}
         (tmp / META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         if path.exists():  # overwrite_cache, or a folder an interrupted run left without its metadata
             shutil.rmtree(path)
@@ -160,6 +160,7 @@ def _add_eval(result: EncodedData, data: DataConfig, template: BoundTemplate, st
     if data.eval_dataset:
         result.eval, eval_report, _, _ = _encode_cached(data.eval_dataset, template, stage, data, seed)
         result.report.counts.update({f"{k} (eval)": v for k, v in eval_report.counts.items()})
+        result.report.warnings.extend(eval_report.warnings)
     elif data.val_size:
         size = int(data.val_size) if data.val_size >= 1 else data.val_size
         if len(train) < 2 or (isinstance(size, int) and size >= len(train)):

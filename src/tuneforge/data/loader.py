@@ -29,6 +29,7 @@ CONVERTERS = {"alpaca": alpaca.convert, "sharegpt": sharegpt.convert}
 class LoadReport:
     counts: dict[str, int] = field(default_factory=dict)  # dataset -> examples kept
     skipped: list[str] = field(default_factory=list)  # messages of dropped records
+    warnings: list[str] = field(default_factory=list)  # lines to show once (placeholders trained as written)
 
 
 def fill_placeholders(value: Any, names: dict[str, str]) -> Any:
@@ -42,6 +43,16 @@ def fill_placeholders(value: Any, names: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: fill_placeholders(v, names) for k, v in value.items()}
     return value
+
+
+def placeholder_warning(row: Any, filled: dict[str, str], where: str) -> str:
+    """The line for a record that still holds {{name}}/{{author}}: trained as written (LLaMA-Factory's identity
+    examples run that way), naming the keys that fill them; "" when none is left."""
+    missing = [k for k in ("name", "author") if k not in filled and "{{%s}}" % k in str(row)]
+    if not missing:
+        return ""
+    return (f"{where}: has the {' and '.join('{{%s}}' % k for k in missing)} placeholder, trained as written; set "
+            f"{' and '.join('identity_' + k for k in missing)} to fill it")
 
 
 def sample_indices(count: int, spec: DatasetSpec, seed: int) -> list[int] | None:
@@ -76,17 +87,16 @@ def iter_examples(spec: DatasetSpec, data: DataConfig, stage: str, report: LoadR
     placeholders = {k: v for k, v in (("name", data.identity_name), ("author", data.identity_author)) if v}
     convert = CONVERTERS[spec.formatting]
     kept = seen = bad = 0
-    first_bad = ""
+    first_bad, warned = "", ""
     for source, label, row in read_rows(spec, cache_dir):
         seen += 1
         where = f"{source} {label}"
         if placeholders:
             row = fill_placeholders(row, placeholders)
-        if seen <= 20:  # identity-style data: unfilled placeholders would be learned literally
-            missing = [k for k in ("name", "author") if k not in placeholders and "{{%s}}" % k in str(row)]
-            if missing:
-                raise DataError(f"has the {' and '.join('{{%s}}' % k for k in missing)} placeholder; set "
-                                f"{' and '.join('identity_' + k for k in missing)} in the config", source=where)
+        if seen <= 20 and not warned:  # identity-style data: unfilled placeholders are learned literally
+            warned = placeholder_warning(row, placeholders, where)
+            if warned:
+                report.warnings.append(warned)
         try:
             example = convert(row, spec, stage, where)
         except DataError as exc:

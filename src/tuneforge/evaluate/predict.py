@@ -205,8 +205,9 @@ def maybe_predict(cfg: RunConfig) -> None:
     if not t.do_predict:
         if t.do_train:
             return
-        raise ConfigError(f"{where}: do_train is false and do_predict is off, so there is nothing to do; set "
-                          "do_predict: true and predict_with_generate: true to generate for eval_dataset")
+        raise ConfigError(f"{where}: do_train is false (the default, as in LLaMA-Factory) and do_predict is off, so "
+                          "there is nothing to do; set do_train: true to train, or do_predict: true and "
+                          "predict_with_generate: true to generate for eval_dataset")
     if not t.predict_with_generate:
         raise ConfigError(f"{where}: do_predict needs predict_with_generate: true (tuneforge predicts by "
                           "generating answers and scoring BLEU/ROUGE)")

@@ -74,7 +74,7 @@ def _wire(page: Page, ui: dict[str, Any], watched: gr.State) -> None:
 
 def flat_config(page: Page, data: dict[Any, Any]) -> dict[str, Any]:
     """The Train tab's config: the form's changed keys plus the "other keys" box."""
-    return page.flat("train", data, extra_keys(data[page.shared["train_extra"]]))
+    return {"do_train": True, **page.flat("train", data, extra_keys(data[page.shared["train_extra"]]))}
 
 
 def preview_command(flat: dict[str, Any]) -> tuple[str, str]:
