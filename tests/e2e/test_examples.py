@@ -31,6 +31,20 @@ def tiny_reward_model(path: Path, tmp_path: Path) -> list[str]:
     return [f"reward_model={rm}", "max_new_tokens=16"]
 
 
+def tiny_substitutes(path: Path, tmp_path: Path) -> list[str]:
+    """llama3 examples train the tiny model with its own family's template (it has no llama3 tokens); the LLaMA Pro
+    example trains a tiny model expanded by `tuneforge expand` (2 new blocks on its 2)."""
+    keys = yaml.safe_load(path.read_text())
+    extra = ["template=qwen"] if keys.get("template") == "llama3" else []
+    if keys.get("use_llama_pro"):
+        pro = tmp_path / "tiny-pro"
+        result = run_cli("expand", "--model_name_or_path", "tuneforge/tiny", "--output_dir", str(pro), "--num_expand",
+                         "2", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        extra += [f"model_name_or_path={pro}", "freeze_trainable_layers=2"]
+    return extra
+
+
 def test_examples_exist():
     assert len(TRAINING) >= 5 and len(CHAT) >= 2
 
@@ -43,7 +57,8 @@ def test_training_example_runs(path: Path, tmp_path):
     need_shared()
     out = tmp_path / "out"
     result = run_cli("train", str(path), "model_name_or_path=tuneforge/tiny", f"dataset_dir={LF_DATA}",
-                     f"output_dir={out}", "flash_attn=fa2", *FAST, *tiny_reward_model(path, tmp_path), cwd=tmp_path)
+                     f"output_dir={out}", "flash_attn=fa2", *FAST, *tiny_reward_model(path, tmp_path),
+                     *tiny_substitutes(path, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("flash_attn: fa2 needs flash-attn") == 1, result.stderr[-3000:]
     assert (out / "trainer_log.jsonl").is_file() and (out / "all_results.json").is_file()

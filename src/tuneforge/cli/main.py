@@ -116,6 +116,16 @@ def webui(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
     run_webui(host, port, auth, lang, output_root)
 
 
+@app.command()
+def expand(model_name_or_path: str = typer.Option(..., "--model_name_or_path", help="the model to expand"),
+           output_dir: str = typer.Option(..., "--output_dir", help="where the expanded model is written"),
+           num_expand: int = typer.Option(8, "--num_expand", help="new blocks (divides the layer count)")) -> None:
+    """LLaMA Pro: write a copy of the model with identity-initialised blocks added (train them with use_llama_pro)."""
+    from tuneforge.cli.expand import run_expand
+
+    run_expand(model_name_or_path, output_dir, num_expand)
+
+
 @data_app.command("check")
 def data_check(config: Optional[str] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                samples: int = typer.Option(2, help="how many encoded samples to show")) -> None:

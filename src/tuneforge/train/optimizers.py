@@ -62,8 +62,17 @@ def optimizer_arguments(method: MethodConfig) -> dict[str, Any]:
     else:
         return {}
     return {"optim": name + ("_layerwise" if layerwise else ""),
-            "optim_target_modules": ALL_BUT_HEAD if targets == ["all"] else list(targets),
+            "optim_target_modules": ALL_BUT_HEAD if targets == ["all"] else target_pattern(targets),
             "optim_args": ",".join(f"{key}={value}" for key, value in args.items())}
+
+
+def target_pattern(names: list[str]) -> str:
+    """galore_target / apollo_target names (mlp, self_attn, q_proj, ...) as one regex over module names: the named
+    modules and everything inside them. transformers keeps the linear layers among the matches; as a regex, the
+    containers it skips raise no warning."""
+    import re
+
+    return rf"^(?:.*\.)?(?:{'|'.join(re.escape(n) for n in names)})(?:\..+)?$"
 
 
 def attach_method(model: Any, method: MethodConfig) -> Any:
