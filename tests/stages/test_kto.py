@@ -70,7 +70,7 @@ def _trainer(cfg_keys: dict, tmp_path):
 
 
 def test_rows_reach_trl_as_we_encoded_them(tiny_path, tmp_path):
-    """No re-tokenizing, no second eos; KL pairs rotate within each batch; the ref adapter copy is dropped."""
+    """No re-tokenizing, no second eos; KL pairs rotate over the whole dataset; the ref adapter copy is dropped."""
     from tuneforge.model.adapters import count_parameters
 
     trainer, ours, template = _trainer({"stage": "kto", "dataset": "kto_demo", "per_device_train_batch_size": 4,
@@ -84,9 +84,8 @@ def test_rows_reach_trl_as_we_encoded_them(tiny_path, tmp_path):
     stop = template.stop_token_ids()[0]
     for completion in prepared["completion_ids"]:
         assert completion[-1] == stop and completion.count(stop) == 1
-    for start in range(0, len(prepared), 4):
-        answers = prepared["completion_ids"][start:start + 4]
-        assert prepared["KL_completion_ids"][start:start + 4] == answers[-1:] + answers[:-1]
+    answers = prepared["completion_ids"]
+    assert prepared["KL_completion_ids"] == answers[-1:] + answers[:-1]
     batch = trainer.data_collator([prepared[0], prepared[1]])
     row = prepared[0]
     assert batch["input_ids"][0, :len(row["prompt_ids"]) + len(row["completion_ids"])].tolist() == \
@@ -105,11 +104,29 @@ def test_pref_ftx_adds_the_sft_loss(tmp_path):
     assert first["loss"] == pytest.approx(0.5 + 0.5 * first["sft_loss"], rel=1e-4)
 
 
-def test_batch_size_one_is_a_config_error(tmp_path):
-    from tuneforge.config.errors import ConfigError
+@pytest.mark.slow
+def test_batch_size_one_takes_its_kl_answer_from_another_sample(tmp_path, monkeypatch):
+    """LLaMA-Factory's KTO example trains with per_device_train_batch_size 1: each one-row batch still reaches the
+    model's KL pass with a different sample's answer (not its own), and training runs."""
+    from trl import KTOTrainer
 
-    with pytest.raises(ConfigError, match="per_device_train_batch_size >= 2"):
-        train(tmp_path, **dict(KTO, per_device_train_batch_size=1, max_steps=1))
+    seen: list[tuple[list[int], list[int]]] = []
+    original = KTOTrainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        assert inputs["input_ids"].shape[0] == 1
+        answer = inputs["input_ids"][inputs["completion_mask"] == 1].tolist()
+        kl_answer = inputs["KL_input_ids"][inputs["KL_completion_mask"] == 1].tolist()
+        seen.append((answer, kl_answer))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(KTOTrainer, "compute_loss", spy)
+    out = train(tmp_path, **dict(KTO, per_device_train_batch_size=1, gradient_accumulation_steps=2, max_steps=2))
+    assert len(seen) == 4 and len(losses(out)) == 2
+    for answer, kl_answer in seen:
+        assert kl_answer and kl_answer != answer  # the KL pass reads another sample's answer
+    answers = [answer for answer, _ in seen]
+    assert [kl for _, kl in seen[1:]] == answers[:-1]  # the previous sample's, in the order trained
 
 
 def test_kto_tag_not_boolean_is_one_line_through_the_cli(tiny_path, tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 from tuneforge.config.schema import RunConfig
 from tuneforge.launch import torchrun
 from tuneforge.launch.torchrun import Outcome
+from tuneforge.log import note
 
 
 def launch_elsewhere(cfg: RunConfig, argv: list[str], train_fn: Callable[..., Any], *args: Any) -> Outcome | None:
@@ -17,14 +18,19 @@ def launch_elsewhere(cfg: RunConfig, argv: list[str], train_fn: Callable[..., An
     started from here: torchrun on `argv` (`train CONFIG ...`), or Ray Train calling `train_fn(*args)` in each
     worker (USE_RAY=1)."""
     env = os.environ
+    gpus = torchrun.visible_gpus()
+    if not gpus:  # DeepSpeed (imported by the Trainer when installed) probes for accelerators and warns on every rank
+        env.setdefault("DS_ACCELERATOR", "cpu")
     if torchrun.under_launcher(env):
         return None
     if torchrun.enabled(env, "USE_RAY"):
         from tuneforge.launch.ray import run_with_ray
 
         return run_with_ray(cfg.dist, train_fn, *args)
-    plan = torchrun.plan(env, torchrun.visible_gpus())
+    plan = torchrun.plan(env, gpus)
     if plan is not None:
+        note(f"torchrun: {plan.nproc_per_node} processes on each of {plan.nnodes} node(s) (this one: node "
+             f"{plan.node_rank}), meeting at {plan.master_addr}:{plan.master_port}")
         return torchrun.run_torchrun([*plan.args(), "-m", "tuneforge", *argv])
     if cfg.dist.deepspeed is not None:
         torchrun.single_process_env(env)
@@ -70,3 +76,17 @@ def rank_zero_first() -> Iterator[None]:
     yield
     if together:
         dist.barrier()
+
+
+def join_deepspeed(cfg: RunConfig) -> None:
+    """Before the weights load: ZeRO-3 partitions them inside from_pretrained (deepspeed.zero.Init), counting the
+    ranks through DeepSpeed's own comm layer. On a CPU (use_cpu) the Trainer's process group is accelerate's and
+    DeepSpeed has not joined it yet, so it would count one rank and refuse the batch sizes; join it first (a no-op
+    where the Trainer already did, on GPUs)."""
+    import torch.distributed as dist
+
+    if cfg.dist.deepspeed is None or not (dist.is_available() and dist.is_initialized()):
+        return
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend=dist.get_backend())

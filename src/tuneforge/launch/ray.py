@@ -21,7 +21,12 @@ from tuneforge.launch.torchrun import Outcome, visible_gpus
 
 
 def worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: the run's own train function, as one rank."""
+    """One Ray Train worker: the run's own train function, as one rank. Its notes go through tuneforge's own
+    handler (rank 0 only), not on to the root logger Ray sets up in each worker."""
+    from tuneforge.log import logger, to_stderr
+
+    to_stderr()
+    logger.propagate = False
     config["fn"](*config["args"])
 
 

@@ -152,7 +152,7 @@ def _apply_method(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> A
 def count_parameters(model: Any) -> tuple[int, int]:
     trainable = total = 0
     for param in model.parameters():
-        n = param.numel()
+        n = getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3 leaves an empty shard; ds_numel is the whole
         if type(param).__name__ == "Params4bit":  # two 4-bit weights per byte of its storage dtype
             n *= 2 * getattr(getattr(param, "quant_storage", None), "itemsize", 1)
         total += n

@@ -5,9 +5,12 @@ What is written here, and why (trl 1.16 does everything else: loss, KL term, ref
   the tokenizer's eos to plain-text completions. Our rows are already tokenized by our template, and
   every completion already ends with the template's stop token, so `_prepare_dataset` keeps them as
   they are and only adds what trl's loss needs: the mismatched completions for the KL estimate.
-- trl estimates the KL term from each prompt paired with its batch neighbour's completion and therefore
-  reads the data in order. Datasets often list a prompt's good and bad answer side by side (kto_demo
-  does), which would pair a prompt with its own other answer; the rows are shuffled once (seeded).
+- trl estimates the KL term from each prompt paired with a mismatched completion (`KL_completion_ids`).
+  The pairs are made across the whole dataset, each row taking the previous row's answer, so any batch
+  size works, 1 included (LLaMA-Factory's published KTO example uses 1 with gradient accumulation), and
+  every rank of a multi-process run holds whole pairs. Datasets often list a prompt's good and bad answer
+  side by side (kto_demo does), which would pair a prompt with its own other answer; the rows are
+  shuffled once (seeded) first.
 - `pref_ftx` (LLaMA-Factory's SFT term on desirable answers) is not in trl's KTO loss; it is added from
   the log-probabilities trl's own policy forward already computed, so it costs no extra pass.
 - The reference is the base model with the LoRA adapter disabled (see trl_shared).
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.log import note
 from tuneforge.stages import StageContext, StageDef, StageResult
@@ -34,7 +36,16 @@ def _trainer_class() -> Any:
     class TuneforgeKTOTrainer(KTOTrainer):
         def __init__(self, *args: Any, ftx: float = 0.0, **kwargs: Any):
             self.ftx = ftx
-            super().__init__(*args, **kwargs)
+            train_args = kwargs["args"]
+            batch = train_args.per_device_train_batch_size
+            # trl refuses one-row batches: its KL pairs are made within a batch, where one row could only pair
+            # with itself. Ours are made across the dataset (with_kl_pairs), so trl is built as for two rows.
+            train_args.per_device_train_batch_size = max(batch, 2)
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                train_args.per_device_train_batch_size = batch
+            self._train_batch_size = train_args.train_batch_size  # what Trainer's dataloader reads, from the real size
             use_disabled_adapter_as_reference(self.model)
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
@@ -42,15 +53,7 @@ def _trainer_class() -> Any:
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             if dataset_name == "train":
                 dataset = dataset.shuffle(seed=args.seed).flatten_indices()
-            if self.calculate_KL:
-                # (x_1, y_1) ... (x_n, y_n) -> KL pairs (x_1, y_n), (x_2, y_1), ... within each training batch,
-                # the batches trl's sequential sampler will form.
-                def rotate(batch: dict[str, list]) -> dict[str, list]:
-                    answers = batch["completion_ids"]
-                    return {"KL_completion_ids": answers[-1:] + answers[:-1]}
-
-                dataset = dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
-            return dataset
+            return with_kl_pairs(dataset) if self.calculate_KL else dataset
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
@@ -84,16 +87,18 @@ def _trainer_class() -> Any:
     return TuneforgeKTOTrainer
 
 
+def with_kl_pairs(dataset: Any) -> Any:
+    """(x_1, y_1) ... (x_n, y_n) -> KL pairs (x_1, y_n), (x_2, y_1), ..., (x_n, y_(n-1)) over the whole dataset."""
+    answers = dataset["completion_ids"]
+    return dataset.add_column("KL_completion_ids", answers[-1:] + answers[:-1])
+
+
 def check(cfg: RunConfig) -> None:
     """Mistakes found without loading any weights (run by `run` first; the CLI may call it earlier), and the
     trl hooks TuneforgeKTOTrainer relies on."""
     from trl import KTOTrainer
 
-    require_hooks(KTOTrainer, "_prepare_dataset", "_metrics", "calculate_KL")
-    if cfg.train.per_device_train_batch_size < 2:
-        raise ConfigError("stage kto needs per_device_train_batch_size >= 2: its KL term pairs each prompt with "
-                          "another sample's answer from the same batch (raise it and lower "
-                          "gradient_accumulation_steps to keep the effective batch)")
+    require_hooks(KTOTrainer, "_prepare_dataset", "_metrics", "calculate_KL", "_train_batch_size")
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -111,7 +116,7 @@ def run(ctx: StageContext) -> StageResult:
     args = trl_config(
         KTOConfig, ctx.args, beta=pref.pref_beta, desirable_weight=pref.kto_chosen_weight,
         undesirable_weight=pref.kto_rejected_weight, max_length=None,  # rows are already cut to cutoff_len
-        train_sampling_strategy="sequential",  # the KL pairs are fixed per batch (see _prepare_dataset)
+        train_sampling_strategy="sequential",  # the rows are shuffled once already (see _prepare_dataset)
     )
     ref = reference_model(ctx.cfg, ctx.precision, ctx.attention)
     result = run_trainer(args, ctx.model, ctx.tokenizer, ctx.data, None, ctx.resume,
