@@ -154,10 +154,14 @@ def badam(method: MethodConfig, model: Any, args: Any) -> Any:
                                   verbose=method.badam_verbose)
         from badam import BlockOptimizerRatio
 
+        # with tied embeddings there is no lm_head parameter, and badam would freeze one it cannot find (a crash);
+        # the shared weight is frozen as the embedding already
+        tied = not any("lm_head" in name for name, _ in named)
+
         return BlockOptimizerRatio(param_groups=decay_groups(named, args.weight_decay), named_parameters_list=named,
                                    switch_every=method.badam_switch_interval, update_ratio=method.badam_update_ratio,
                                    mask_mode=method.badam_mask_mode, verbose=method.badam_verbose,
-                                   include_embedding=False, **adam_kwargs(args))
+                                   include_embedding=False, include_lm_head=tied, **adam_kwargs(args))
 
 
 def adam_mini(model: Any, args: Any) -> Any:
