@@ -95,7 +95,8 @@ class VisionCollator:
         pictures = []
         for feature in features:
             sizes = feature.get("image_hw") or []
-            pictures += [(pixels, sizes[2 * i], sizes[2 * i + 1]) for i, pixels in enumerate(feature.get("images") or [])]
+            pictures += [(pixels, sizes[2 * i], sizes[2 * i + 1])
+                         for i, pixels in enumerate(feature.get("images") or [])]
         batch = self.text([{key: feature[key] for key in ("input_ids", "labels") if key in feature}
                            for feature in features])
         batch["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()

@@ -5,17 +5,18 @@ Reading and resizing (the slow part: decoding a file and a bicubic resize) happe
 is encoded, in a thread pool (PIL releases the GIL while it decodes and resizes); the resized RGB pixels
 are stored in the tokenized cache, so a cached start and every epoch skip it. The collator then only
 normalises and cuts them into patches through the processor itself (`do_resize=False`), which gives
-exactly the processor's pixel values for the original file (tests/multimodal/test_media.py).
+exactly the processor's pixel values for the original file (tests/multimodal/test_encoding.py).
 
 Written here rather than calling the processor on the files because the processor would redo the decode
 and resize every epoch, and its output (float patches, 4 bytes a value, 6x the resized image) is too big
-to cache. Resizing follows the processor's own rule (`smart_resize` of its module for the Qwen-VL family,
-with LLaMA-Factory's `image_min_pixels`/`image_max_pixels`).
+to cache. Resizing is LLaMA-Factory's (an image outside `image_min_pixels`..`image_max_pixels` scaled to fit)
+followed by the processor's own rule (`smart_resize` of its module for the Qwen-VL family, with its own limits).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,13 +75,25 @@ class ImagePlan:
         return json.dumps([type(self.processor).__name__, settings, self.min_pixels, self.max_pixels],
                           sort_keys=True, default=str)
 
+    def bounded(self, height: int, width: int) -> tuple[int, int]:
+        """LLaMA-Factory's first step: an image outside [image_min_pixels, image_max_pixels] scaled (aspect kept)
+        to the nearest bound; the processor's own rule comes after it."""
+        pixels = height * width
+        if self.min_pixels <= pixels <= self.max_pixels:
+            return height, width
+        factor = math.sqrt((self.max_pixels if pixels > self.max_pixels else self.min_pixels) / pixels)
+        return max(1, int(height * factor)), max(1, int(width * factor))
+
     def size_for(self, height: int, width: int, where: str = "") -> tuple[int, int]:
-        """(height, width) the processor resizes an image to."""
+        """(height, width) the processor resizes an image of this size to (after `bounded`)."""
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
+        size = dict(self.processor.size)
+        height, width = self.bounded(height, width)
         try:
-            return smart_resize(height, width, factor=self.patch * self.merge, min_pixels=self.min_pixels,
-                                max_pixels=self.max_pixels)
+            return smart_resize(height, width, factor=self.patch * self.merge,
+                                min_pixels=size.get("shortest_edge") or size["min_pixels"],
+                                max_pixels=size.get("longest_edge") or size["max_pixels"])
         except ValueError as exc:  # an aspect ratio above 200
             raise DataError(f"image of {width}x{height} pixels cannot be used ({exc})", source=where) from None
 
@@ -88,14 +101,16 @@ class ImagePlan:
         """Image tokens of an image already at its processed size: t*h*w patches / merge^2 (t = 1)."""
         return (height // self.patch) * (width // self.patch) // (self.merge ** 2)
 
-    def picture(self, path: str, where: str) -> Picture:
+    def picture(self, path: Any, where: str) -> Picture:
+        """A file path (or an already open PIL image) -> its Picture."""
         from PIL import Image
 
-        image = open_image(path, where)
-        height, width = self.size_for(image.height, image.width, f"{where} ({path})")
-        if (height, width) != (image.height, image.width):
-            image = image.resize((width, height), Image.Resampling.BICUBIC)
-        return Picture(image.tobytes(), height, width, self.tokens_for(height, width))
+        image = open_image(path, where) if isinstance(path, (str, os.PathLike)) else path.convert("RGB")
+        for height, width in (self.bounded(image.height, image.width),
+                              self.size_for(image.height, image.width, f"{where} ({path})")):
+            if (height, width) != (image.height, image.width):
+                image = image.resize((width, height), Image.Resampling.BICUBIC)
+        return Picture(image.tobytes(), image.height, image.width, self.tokens_for(image.height, image.width))
 
     def pictures(self, jobs: list[tuple[str, str]]) -> list[Picture]:
         """[(path, record)] read and resized in a thread pool, in order."""

@@ -35,10 +35,12 @@ class HFEngine:
         from tuneforge.model.adapters import load_adapters
         from tuneforge.model.attention import choose_attention
         from tuneforge.model.load import inference_precision, load_model, load_tokenizer
+        from tuneforge.model.vision import vision_data
 
         self.generation_cfg = generation
         self.tokenizer = load_tokenizer(model_cfg)
-        self.template = template_for(data, self.tokenizer)
+        image_processor, data = vision_data(model_cfg, data)  # a vision model: its processor and template
+        self.template = template_for(data, self.tokenizer, image_processor)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         attention = choose_attention(model_cfg.flash_attn, device, padding_free=False)
         model = load_model(model_cfg, inference_precision(model_cfg, device),
@@ -150,6 +152,15 @@ class HFEngine:
     def prompt_text(self, messages: list[Message], system: str | None = None, tools: str | None = None) -> str:
         return self.template.render_text(Example(messages=messages, system=system, tools=tools), for_generation=True)
 
+    def prompt_inputs(self, messages: list[Message], system: str | None, tools: str | None, images: list[Any] | None,
+                      n: int = 1) -> Any:
+        """The generation inputs of one prompt (n copies): token ids, and with images their pixel inputs."""
+        if images:
+            from tuneforge.infer.images import image_inputs
+
+            return image_inputs(self.template, messages, system, tools, images, n, self.device)
+        return self.encode([self.prompt_text(messages, system, tools)] * n)
+
     def encode(self, texts: list[str]) -> Any:
         """Token tensors of rendered prompts, left-padded (decoder-only batches pad on the left); the
         padding side is passed per call, the tokenizer shared by the API server's threads is not changed."""
@@ -182,7 +193,7 @@ class HFEngine:
         import torch
 
         stop = stop_words(overrides.get("stop"))
-        inputs = self.encode([self.prompt_text(messages, system, tools)] * n)
+        inputs = self.prompt_inputs(messages, system, tools, overrides.pop("images", None), n)
         kwargs = self.generation_kwargs(**overrides)
         with self.lock, torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
@@ -210,7 +221,7 @@ class HFEngine:
         generation so the engine is free for the next caller."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        inputs = self.encode([self.prompt_text(messages, system, tools)])
+        inputs = self.prompt_inputs(messages, system, tools, overrides.pop("images", None))
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, timeout=600,
                                         skip_special_tokens=self.generation_cfg.skip_special_tokens)
         cancelled = threading.Event()

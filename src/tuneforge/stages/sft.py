@@ -24,8 +24,11 @@ def run(ctx: StageContext) -> StageResult:
         collator = padded_collator(ctx.tokenizer, ctx.precision.device)
     if fast.fused_loss:
         attach_chunked_loss(ctx.model)
-    return run_trainer(ctx.args, ctx.model, ctx.tokenizer, ctx.data, collator, ctx.resume,
-                       trainer_class=CausalLMTrainer)
+    result = run_trainer(ctx.args, ctx.model, ctx.tokenizer, ctx.data, collator, ctx.resume,
+                         trainer_class=CausalLMTrainer)
+    if ctx.template.images is not None:  # the trained folder loads like the base model: with its image processor
+        ctx.template.images.processor.save_pretrained(ctx.args.output_dir)
+    return result
 
 
 STAGE = StageDef("sft", run)

@@ -2,10 +2,11 @@
 <image>) repeated once per image token the picture costs, as the family's processor does; image tokens
 never train; and truncation never cuts into a picture.
 
-Truncation: a sample longer than cutoff_len is shortened by `encode_supervised`'s rule (text only) and kept
-if every image token survived; a sample whose cut would go through a picture is dropped and counted (the
-model would otherwise get pixel features for tokens that are no longer there: "Image features and image
-tokens do not match"). A cutoff_len smaller than one picture's tokens is one error line.
+Truncation: a sample longer than cutoff_len is shortened by `encode_supervised`'s rule, with the stretch cut
+out of a prompt slid off the pictures (text only), and kept if every image token survived; a sample that
+cannot be shortened without cutting a picture is dropped and counted (the model would otherwise get pixel
+features for tokens that are no longer there: "Image features and image tokens do not match"). A
+cutoff_len smaller than one picture's tokens is one error line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.config.errors import DataError
-from tuneforge.data.encode.supervised import encode_supervised
+from tuneforge.data.encode.supervised import cut_prompt, encode_supervised
 from tuneforge.data.encode.tokenize import TurnIds
 from tuneforge.data.labels import IGNORE_INDEX
 from tuneforge.data.media import Picture
@@ -44,18 +45,38 @@ def expand_images(turns: list[TurnIds], token_id: int, counts: list[int], where:
     return [TurnIds(grow(t.prompt), grow(t.answer), grow(t.suffix)) for t in turns]
 
 
+def cut_around(ids: list[int], keep: int, protected: set[int]) -> list[int]:
+    """`cut_prompt` (the middle of the prompt removed, head and tail kept) with the removed stretch slid to
+    the nearest place that holds no `protected` (image) token; `cut_prompt` itself when there is none."""
+    if keep >= len(ids):
+        return ids
+    remove, head = len(ids) - keep, keep // 2
+    blocked = [0]
+    for tid in ids:
+        blocked.append(blocked[-1] + (tid in protected))
+    # the first token (the conversation's start) and the last (the assistant header's end) always stay
+    for start in sorted(range(1, len(ids) - remove), key=lambda s: abs(s - head)):
+        if blocked[start + remove] == blocked[start]:
+            return ids[:start] + ids[start + remove:]
+    return cut_prompt(ids, keep)
+
+
 def encode_vision(turns: list[TurnIds], pictures: list[Picture], token_id: int, cutoff_len: int, where: str, *,
-                  train_on_prompt: bool = False, mask_history: bool = False) -> VisionSample | None:
-    """-> the sample, or None when nothing trainable fits or the cut would go through a picture."""
+                  train_on_prompt: bool = False, mask_history: bool = False,
+                  protected: set[int] | None = None) -> VisionSample | None:
+    """-> the sample, or None when nothing trainable fits or the cut would go through a picture. `protected`:
+    the tokens a cut must not remove (the image token, and the markers around it)."""
+    protected = protected or {token_id}
     counts = [p.tokens for p in pictures]
     for picture in pictures:
         if picture.tokens >= cutoff_len:
             raise DataError(f"an image of {picture.width}x{picture.height} pixels costs {picture.tokens} tokens, "
-                            f"more than cutoff_len {cutoff_len}; raise cutoff_len or lower image_max_pixels",
-                            source=where)
+                            f"which leaves no room in cutoff_len {cutoff_len}; raise cutoff_len or lower "
+                            "image_max_pixels", source=where)
     turns = expand_images(turns, token_id, counts, where)
     full = sum(len(t.prompt) + len(t.answer) + len(t.suffix) for t in turns)
-    encoded = encode_supervised(turns, cutoff_len, train_on_prompt=train_on_prompt, mask_history=mask_history)
+    encoded = encode_supervised(turns, cutoff_len, train_on_prompt=train_on_prompt, mask_history=mask_history,
+                                cut=lambda ids, keep: cut_around(ids, keep, protected))
     if encoded is None:
         return None
     ids, labels = encoded
@@ -80,6 +101,7 @@ def vision_encoder(template: Any, data: Any) -> Any:
 
     plan = template.images
     token_id = image_token_id(template.tokenizer, template.vision.image_token)
+    protected = set(template.tokenizer(template.vision.image, add_special_tokens=False)["input_ids"])
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         examples = [Example.from_dict(dict(zip(batch, values))) for values in zip(*batch.values())]
@@ -94,7 +116,8 @@ def vision_encoder(template: Any, data: Any) -> Any:
         for example, turns in zip(examples, conversations):
             own, at = pictures[at:at + len(example.images)], at + len(example.images)
             sample = encode_vision(turns, own, token_id, data.cutoff_len, example.source,
-                                   train_on_prompt=data.train_on_prompt, mask_history=data.mask_history)
+                                   train_on_prompt=data.train_on_prompt, mask_history=data.mask_history,
+                                   protected=protected)
             if sample is None:
                 continue
             out["input_ids"].append(sample.input_ids)
@@ -111,4 +134,12 @@ def vision_collator(template: Any, text_collator: Any) -> Any:
     """The batch collator for a vision template's samples (data/collate.py's VisionCollator)."""
     from tuneforge.data.collate import VisionCollator
 
-    return VisionCollator(text_collator, template.images, image_token_id(template.tokenizer, template.vision.image_token))
+    token_id = image_token_id(template.tokenizer, template.vision.image_token)
+    return VisionCollator(text_collator, template.images, token_id)
+
+
+def prompt_with_images(template: Any, text: str, pictures: list[Picture]) -> list[int]:
+    """A rendered generation prompt's ids with each picture's image token repeated (chat, predict, the API)."""
+    token_id = image_token_id(template.tokenizer, template.vision.image_token)
+    ids = template.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return expand_images([TurnIds(ids, [], [])], token_id, [p.tokens for p in pictures], "the prompt")[0].prompt

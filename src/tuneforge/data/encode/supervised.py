@@ -9,6 +9,8 @@ the last answer trains then).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tuneforge.data.encode.tokenize import TurnIds
 from tuneforge.data.labels import IGNORE_INDEX
 
@@ -21,8 +23,10 @@ def cut_prompt(ids: list[int], keep: int) -> list[int]:
 
 
 def encode_supervised(turns: list[TurnIds], cutoff_len: int, *, train_on_prompt: bool = False,
-                      mask_history: bool = False) -> tuple[list[int], list[int]] | None:
-    """-> (input_ids, labels), or None when nothing trainable fits in cutoff_len."""
+                      mask_history: bool = False, cut: Callable[[list[int], int], list[int]] = cut_prompt
+                      ) -> tuple[list[int], list[int]] | None:
+    """-> (input_ids, labels), or None when nothing trainable fits in cutoff_len. `cut` shortens a prompt to
+    a number of tokens (samples with images pass one that keeps the image tokens whole)."""
     order = list(range(len(turns)))
     if mask_history:
         order.reverse()
@@ -42,7 +46,7 @@ def encode_supervised(turns: list[TurnIds], cutoff_len: int, *, train_on_prompt:
             prompt_keep = min(len(prompt), budget - answer_keep)
             if answer_keep <= 0 or (prompt_keep <= 0 and prompt):
                 break
-            prompt, answer = cut_prompt(prompt, prompt_keep), answer[:answer_keep]
+            prompt, answer = cut(prompt, prompt_keep), answer[:answer_keep]
         kept[index] = (prompt, answer, [])
         break
     input_ids: list[int] = []

@@ -1,0 +1,57 @@
+"""What the multimodal tests share: generated coloured squares in a Chinese-named folder (registered like
+LLaMA-Factory's mllm_demo) and training the tiny Qwen2-VL on them. (Not a conftest.py: tests/conftest.py
+owns that module name.)"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 50, 220)}
+QUESTION = "What colour is this square?"
+
+
+def square(colour: str, rng: random.Random):
+    """A 56x56 PIL image: a 30-pixel square of `colour` at a random place on a dark grey background."""
+    from PIL import Image
+
+    image = Image.new("RGB", (56, 56), (rng.randint(0, 60),) * 3)
+    x, y = rng.randint(0, 20), rng.randint(0, 20)
+    image.paste(COLOURS[colour], (x, y, x + 30, y + 30))
+    return image
+
+
+def write_squares(folder: Path, count: int, seed: int = 0) -> Path:
+    """A dataset folder registered the way LLaMA-Factory's mllm_demo is (sharegpt, `columns: {messages, images}`),
+    images under 图片/ given relative to the folder."""
+    rng = random.Random(seed)
+    (folder / "图片").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        colour = list(COLOURS)[i % 3]
+        square(colour, rng).save(folder / "图片" / f"{i}.png")
+        rows.append({"messages": [{"role": "user", "content": f"<image>{QUESTION}"},
+                                  {"role": "assistant", "content": colour}], "images": [f"图片/{i}.png"]})
+    (folder / "squares.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    info = {"squares": {"file_name": "squares.json", "formatting": "sharegpt",
+                        "columns": {"messages": "messages", "images": "images"},
+                        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                 "assistant_tag": "assistant"}}}
+    (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    return folder
+
+
+VL_SFT = {"model_name_or_path": "tuneforge/tiny-qwen2-vl", "stage": "sft", "do_train": True, "dataset": "squares",
+          "cutoff_len": 128, "per_device_train_batch_size": 8, "lr_scheduler_type": "cosine", "logging_steps": 10,
+          "save_strategy": "no", "report_to": "none", "overwrite_output_dir": True}
+
+
+def train_vl(tmp: Path, dataset_dir: Path, **keys) -> Path:
+    from conftest import write_yaml
+    from tuneforge.cli.train import run_train
+
+    out = tmp / "out"
+    cfg = write_yaml(tmp / "train.yaml", **{**VL_SFT, "dataset_dir": str(dataset_dir), **keys, "output_dir": str(out)})
+    run_train(cfg, [])
+    return out
