@@ -21,11 +21,11 @@ GENERATION = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "n
 VLLM = ("vllm_maxlen", "vllm_gpu_util", "vllm_enforce_eager", "vllm_max_lora_rank")
 
 TOP = ("model_name_or_path", "finetuning_type", "adapter_name_or_path", "quantization_bit", "quantization_method",
-       "template", "flash_attn", "enable_liger_kernel")
+       "template", "flash_attn", "rope_scaling", "enable_liger_kernel")
 TABS: dict[str, tuple[Group, ...]] = {
     "train": (
         Group("basic", ("stage", "dataset_dir", "dataset", "identity_name", "identity_author", "learning_rate",
-                        "num_train_epochs", "max_steps", "max_grad_norm", "max_samples", "bf16", "fp16",
+                        "num_train_epochs", "max_steps", "max_grad_norm", "max_samples", "bf16", "fp16", "pure_bf16",
                         "cutoff_len", "per_device_train_batch_size", "gradient_accumulation_steps", "val_size",
                         "lr_scheduler_type")),
         Group("steps", ("logging_steps", "save_steps", "warmup_steps", "neftune_noise_alpha", "packing",
@@ -97,7 +97,9 @@ ESTIMATE_KEYS = ("model_name_or_path", "finetuning_type", "adapter_name_or_path"
                  "stage", "cutoff_len", "per_device_train_batch_size", "bf16", "fp16", "packing", "lora_rank",
                  "lora_target", "additional_target", "use_dora", "freeze_trainable_layers", "freeze_trainable_modules",
                  "freeze_extra_modules", "padding_free", "fused_loss", "disable_gradient_checkpointing",
-                 "gradient_checkpointing", "use_unsloth_gc")
+                 "gradient_checkpointing", "use_unsloth_gc", "use_galore", "galore_rank", "galore_target", "use_apollo",
+                 "apollo_rank", "apollo_target", "apollo_proj", "use_badam", "badam_mode", "badam_update_ratio",
+                 "use_adam_mini", "use_muon")
 # Keys every YAML the UI writes names even at their defaults, so it reads on its own.
 ALWAYS = ("model_name_or_path", "stage", "finetuning_type", "template", "dataset", "output_dir")
 

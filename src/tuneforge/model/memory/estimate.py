@@ -17,6 +17,7 @@ from tuneforge.model.memory.constants import (
     KNOWN_TYPES,
     MemoryEstimate,
 )
+from tuneforge.model.memory.optimizers import extras_terms
 from tuneforge.model.memory.quantized import Quantization, quantized_linears
 from tuneforge.model.memory.shape import Plan, Shape, plan_method
 
@@ -86,8 +87,10 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
         weights += stored - quantized * frozen_bytes
         notes.append(f"base linear layers in {quantization.describe()}: {quantization.bytes_per_weight():.3f} bytes "
                      "per weight; one layer's weight dequantized at a time counts as working memory")
-    grads = plan.trainable * 4
-    optimizer = plan.trainable * optimizer_state_bytes
+    # GaLore, APOLLO, BAdam, Adam-mini, Muon keep less (model/memory/optimizers.py)
+    optimizer, grads, optimizer_note = extras_terms(shape, plan, method, optimizer_state_bytes, plan.trainable * 4)
+    if optimizer_note:
+        notes.append(optimizer_note)
     fused_loss = fused_loss and not liger
     acts = walk_activations(shape, plan, tokens, half, autocast, frozen_bytes, attention, liger)
     loss, loss_kept = _loss(shape, plan, tokens, acts.final, fused_loss, frozen_bytes, liger)
