@@ -18,9 +18,12 @@ LF_UNSUPPORTED: dict[str, str] = {
     # quantization (quantization_bit, quantization_method, quantization_type, double_quantization are keys)
     "quantization_device_map": "a quantized model is placed on one device; spreading it over several is planned",
     # speed / kernels
-    "shift_attn": "S^2-attention is not planned",
+    # LongLoRA's shift short attention is a monkey-patch of Llama's attention forward in LLaMA-Factory, which its
+    # own version check limits to transformers 4.45-4.47
+    "shift_attn": "LongLoRA's S^2-attention replaces Llama's attention forward, and LLaMA-Factory's own patch runs only "
+                  "on transformers 4.45-4.47; on transformers 5 long contexts train with full attention (padding-free "
+                  "rows, flash_attn)",
     "mixture_of_depths": "mixture-of-depths conversion is not planned",
-    "rope_scaling": "RoPE scaling is planned",
     "use_reentrant_gc": "non-reentrant checkpointing is always used", "upcast_layernorm": _FAST,
     "upcast_lmhead_output": _FAST, "train_from_scratch": "training from random weights is planned",
     "resize_vocab": "vocabulary resizing is planned", "new_special_tokens": "adding tokens is planned",
