@@ -24,6 +24,7 @@ LF_UNSUPPORTED: dict[str, str] = {
                   "on transformers 4.45-4.47; on transformers 5 long contexts train with full attention (padding-free "
                   "rows, flash_attn)",
     "mixture_of_depths": "mixture-of-depths conversion is not planned",
+    "rope_scaling": "RoPE scaling is planned",
     "use_reentrant_gc": "non-reentrant checkpointing is always used", "upcast_layernorm": _FAST,
     "upcast_lmhead_output": _FAST, "train_from_scratch": "training from random weights is planned",
     "resize_vocab": "vocabulary resizing is planned", "new_special_tokens": "adding tokens is planned",
