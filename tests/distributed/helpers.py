@@ -76,3 +76,26 @@ def side_by_side(name: str, ours: list[float], reference: list[float], seconds: 
     TIMES[name] = seconds
     pairs = ", ".join(f"{a:.6f}/{b:.6f}" for a, b in zip(ours, reference))
     print(f"\n{name}: {seconds:.1f}s; loss (multi-process/one process): {pairs}")
+
+
+def one_process(tmp: Path, **keys) -> list[dict]:
+    """The reference: one process at batch 4 (the global batch of two ranks at 2), trained in this process."""
+    from tuneforge.cli.train import run_train
+
+    path, out = config(tmp, **{"per_device_train_batch_size": 4, **keys})
+    run_train(path, [])
+    return steps(out)
+
+
+def need(module: str) -> None:
+    """Skip where an optional package is missing (a plain install); in CI, where the dev extra installs it, fail."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec(module.split(".")[0]) is not None and importlib.util.find_spec(module) is not None:
+        return
+    message = f"{module} is not installed (pip install -e '.[dev]')"
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"{message}; CI must install it", pytrace=False)
+    pytest.skip(message)

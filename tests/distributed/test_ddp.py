@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import write_yaml
-from distributed.helpers import BASE, check, config, free_port, losses, run, side_by_side, start, steps, tuneforge
+from distributed.helpers import (BASE, check, config, free_port, losses, need, one_process, run, side_by_side, start,
+                                 steps, tuneforge)
 
 pytestmark = pytest.mark.slow
 
@@ -14,12 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One process, batch 4: the per-step losses two ranks of batch 2 must reproduce."""
-    from tuneforge.cli.train import run_train
-
-    tmp = tmp_path_factory.mktemp("one_process")
-    path, out = config(tmp, per_device_train_batch_size=4)
-    run_train(path, [])
-    return steps(out)
+    return one_process(tmp_path_factory.mktemp("one_process"))
 
 
 def assert_same_training(out, reference, tol=1e-5):
@@ -78,7 +74,7 @@ def test_a_failing_rank_is_one_line_naming_it(tmp_path):
 
 def test_ray_two_workers_train_as_one_process(tmp_path, reference):
     """USE_RAY=1 with ray_num_workers: 2 on a local Ray cluster: Ray Train's TorchTrainer runs the same training."""
-    pytest.importorskip("ray.train")
+    need("ray.train")
     path, out = config(tmp_path, ray_num_workers=2, ray_storage_path=str(tmp_path / "ray"),
                        ray_init_kwargs={"num_cpus": 2, "include_dashboard": False})
     result, seconds = run(tuneforge("train", str(path)), USE_RAY="1", RAY_DISABLE_DOCKER_CPU_WARNING="1")

@@ -15,7 +15,8 @@ def _version(dist: str) -> str | None:
 
 CORE = ["torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors", "tokenizers", "pydantic"]
 EXTRAS = {"metrics": ["jieba", "nltk", "rouge-chinese"], "webui": ["gradio"], "api": ["fastapi", "uvicorn"],
-          "liger": ["liger-kernel"], "bnb": ["bitsandbytes"], "deepspeed": ["deepspeed"], "vllm": ["vllm"],
+          "liger": ["liger-kernel"], "bnb": ["bitsandbytes"], "deepspeed": ["deepspeed"], "ray": ["ray"],
+          "vllm": ["vllm"],
           "flash-attn": ["flash-attn"], "extras": ["galore-torch", "apollo-torch", "badam", "adam-mini"]}
 
 
