@@ -82,6 +82,7 @@ def one_process(tmp: Path, **keys) -> list[dict]:
     """The reference: one process at batch 4 (the global batch of two ranks at 2), trained in this process."""
     from tuneforge.cli.train import run_train
 
+    tmp.mkdir(parents=True, exist_ok=True)
     path, out = config(tmp, **{"per_device_train_batch_size": 4, **keys})
     run_train(path, [])
     return steps(out)

@@ -81,9 +81,11 @@ def launched(cfg: RunConfig, config_path: Path, overrides: list[str]) -> bool:
     import sys
 
     from tuneforge.launch.entry import launch_elsewhere
+    from tuneforge.stages.registry import get_stage
 
     argv = ["train", *([str(config_path)] if config_path else []), *overrides]
-    outcome = launch_elsewhere(cfg, argv, run_train, config_path, overrides)
+    outcome = launch_elsewhere(cfg, argv, run_train, config_path, overrides,
+                               one_process=get_stage(cfg.method.stage).one_process)
     if outcome is None:
         return False
     if outcome.message:

@@ -42,6 +42,7 @@ import torch
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
+from tuneforge.log import world_size
 from tuneforge.model.load import Precision
 from tuneforge.stages import StageContext, StageDef, StageResult, causal_lm
 
@@ -57,6 +58,10 @@ def check(cfg: RunConfig) -> None:
     """What PPO needs, checked before any weights load."""
     from tuneforge.model.reward import check_reward_model
 
+    if world_size() > 1:
+        raise ConfigError(f"stage ppo trains in one process, not {world_size()}: its rollout-and-update loop does not "
+                          "share gradients between processes yet; run it without torchrun (tuneforge train starts "
+                          "it on one GPU where there are several)")
     if cfg.method.finetuning_type != "lora":
         raise ConfigError(f"stage ppo supports finetuning_type lora only (got {cfg.method.finetuning_type}): the "
                           "reference model is the policy with its adapter disabled; full or freeze would need a "
@@ -467,4 +472,4 @@ def _finish(ctx: StageContext, model: PolicyWithValue, state: Any, losses: list[
     return StageResult(metrics, None, state.log_history, plot_keys=("loss", "reward", "kl"))
 
 
-STAGE = StageDef("ppo", run, checks=check, model=build_model)
+STAGE = StageDef("ppo", run, checks=check, model=build_model, one_process=True)
