@@ -133,6 +133,7 @@ def setup(cfg: RunConfig) -> Setup | None:
     """None when resuming a run that already reached its last step (a note says so; nothing changes)."""
     import os
 
+    from tuneforge.launch.entry import engine_notes
     from tuneforge.model import kernels
     from tuneforge.model.load import check_quantization, choose_precision, load_model_config
     from tuneforge.stages.registry import get_stage
@@ -157,6 +158,8 @@ def setup(cfg: RunConfig) -> Setup | None:
     check_disk(cfg, model_config, precision.load_dtype)  # writable, room for a checkpoint
     if precision.note:
         note(precision.note)
+    for text in engine_notes(cfg, precision.device):  # e.g. fsdp on a CPU is plain data parallel
+        note(text)
     fast = kernels.plan(cfg, precision.device, model_config)
     for text in fast.notes:
         note(text)

@@ -95,3 +95,12 @@ def join_deepspeed(cfg: RunConfig) -> None:
     import deepspeed
 
     deepspeed.init_distributed(dist_backend=dist.get_backend())
+
+
+def engine_notes(cfg: RunConfig, device: str) -> list[str]:
+    """What the multi-process settings will really do on this machine, said before anything loads."""
+    if cfg.dist.fsdp and device == "cpu":
+        # accelerate turns FSDP on only on accelerators: on a CPU the Trainer runs the same ranks as plain DDP
+        return ["fsdp: FSDP shards the model on GPUs only; on this CPU the run is plain data parallel (every rank "
+                "holds the whole model)"]
+    return []

@@ -126,13 +126,15 @@ def run_torchrun(args: list[str]) -> Outcome:
 
 
 def failed(failures: Mapping[int, object]) -> Outcome:
-    """One outcome for the failed ranks: the first rank's exit code; a line for a rank that died without
-    saying why (killed by a signal, a crash whose traceback it printed). Exit 2 (a user error) and 75
-    (stopped) were printed by the rank itself."""
+    """One outcome for the failed ranks: the exit code of the lowest rank that exited by itself (torchrun stops
+    the others with SIGTERM), else of the lowest killed one; a line for a rank that died without saying why
+    (killed by a signal, a crash whose traceback it printed). Exit 2 (a user error) and 75 (stopped) were
+    printed by the rank itself."""
     import signal
 
-    rank = min(failures)
-    code = int(getattr(failures[rank], "exitcode", 1))
+    codes = {rank: int(getattr(failure, "exitcode", 1)) for rank, failure in failures.items()}
+    rank = min((r for r, c in codes.items() if c > 0), default=min(codes))
+    code = codes[rank]
     if code in (2, 75):
         return Outcome(code)
     if code < 0:
