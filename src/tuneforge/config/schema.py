@@ -83,14 +83,14 @@ class ModelConfig(Section):
     quantization_type: Literal["nf4", "fp4"] = Field("nf4", description="bnb 4-bit: the 4-bit data type, nf4 or fp4")
     double_quantization: bool = Field(True,
         description="bnb 4-bit: quantize the quantization constants too (saves about 0.4 bits per weight)")
-
-    @field_validator("adapter_name_or_path", mode="before")
     # Vision-language models (LLaMA-Factory's names and defaults): what stays frozen besides the method's choice.
     freeze_vision_tower: bool = Field(True, description="Vision models: keep the vision encoder frozen")
     freeze_multi_modal_projector: bool = Field(True,
         description="Vision models: keep the projector (vision features -> language model) frozen")
     freeze_language_model: bool = Field(False,
         description="Vision models: keep the language model frozen (train only the unfrozen vision parts)")
+
+    @field_validator("adapter_name_or_path", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return split_list(v)
@@ -148,13 +148,13 @@ class DataConfig(Section):
     # error: stop at the first bad record (default). skip: drop bad records, report how many.
     bad_records: Literal["error", "skip"] = Field("error",
         description="error: stop at the first bad record; skip: drop bad records and report how many")
-
-    @field_validator("dataset", "eval_dataset", mode="before")
     # Images are resized (keeping their aspect ratio) into this pixel range before the vision encoder sees them.
     image_max_pixels: int = Field(768 * 768, gt=0,
         description="Vision models: images larger than this many pixels are scaled down (fewer image tokens)")
     image_min_pixels: int = Field(32 * 32, gt=0,
         description="Vision models: images smaller than this many pixels are scaled up")
+
+    @field_validator("dataset", "eval_dataset", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return split_list(v)

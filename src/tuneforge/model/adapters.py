@@ -67,7 +67,7 @@ def load_adapters(model: Any, paths: list[str], *, trainable_last: bool) -> Any:
 def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
     from peft import get_peft_model
 
-    from tuneforge.model.vision import lora_exclude, vision_parts
+    from tuneforge.model.vision import lora_settings, vision_parts
 
     adapters = model_cfg.adapter_name_or_path or []
     if adapters and not method.create_new_adapter:
@@ -78,10 +78,15 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
         for path in adapters:
             check_adapter_dir(path)
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    config = lora_config(method, linear_module_names(model), n_layers=getattr(model.config, "num_hidden_layers", 0))
+    n_layers = getattr(model.config, "num_hidden_layers", 0)
     parts = vision_parts(model.config)
-    if parts is not None:  # LoRA stays off the vision parts that are frozen
-        config.exclude_modules = lora_exclude(model_cfg, parts)
+    if parts is None:
+        return get_peft_model(model, lora_config(method, linear_module_names(model), n_layers=n_layers))
+    # a vision-language model: LoRA stays off its frozen parts (model/vision.py)
+    vision = lora_settings(model, model_cfg, parts, linear_module_names(model))
+    config = lora_config(method, vision["available"], extra_modules=tuple(vision["projector"] or ()),
+                         n_layers=n_layers)
+    config.exclude_modules = vision["exclude_modules"]
     return get_peft_model(model, config)
 
 
@@ -119,15 +124,6 @@ def apply_freeze(model: Any, method: MethodConfig, also: tuple[str, ...] = ()) -
 
 
 def apply_method(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
-    import torch
-
-    if method.finetuning_type == "lora":
-        for param in model.parameters():
-            param.requires_grad_(False)
-        if is_quantized(model):
-            model = prepare_quantized(model)
-        return apply_lora(model, method, model_cfg)
-    if is_quantized(model):  # config/load.py refuses this for training; a stage calling it directly gets a line too
     from tuneforge.model.vision import freeze_parts, vision_parts
 
     parts = vision_parts(model.config)
@@ -138,6 +134,15 @@ def apply_method(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> An
 
 
 def _apply_method(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
+    import torch
+
+    if method.finetuning_type == "lora":
+        for param in model.parameters():
+            param.requires_grad_(False)
+        if is_quantized(model):
+            model = prepare_quantized(model)
+        return apply_lora(model, method, model_cfg)
+    if is_quantized(model):  # config/load.py refuses this for training; a stage calling it directly gets a line too
         raise ConfigError(f"quantization_bit needs finetuning_type: lora (QLoRA); {method.finetuning_type} would "
                           "train the quantized weights themselves")
     if method.finetuning_type == "freeze":
