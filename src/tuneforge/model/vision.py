@@ -88,6 +88,20 @@ def lora_exclude(m: ModelConfig, parts: VisionParts) -> str | None:
     return f".*({'|'.join(patterns)}).*" if patterns else None
 
 
+def lora_settings(model: Any, m: ModelConfig, parts: VisionParts, linear_names: list[str]) -> dict[str, Any]:
+    """What changes in the LoRA config of a vision-language model: `lora_target: all` means the linear layers of
+    the parts that train; frozen parts are excluded; an unfrozen projector (its linears are numbered inside a
+    Sequential, so a name would also match decoder layers) trains whole and is saved with the adapter."""
+    frozen = frozen_parts(m)
+    allowed = {name.split(".")[-1] for name, _ in model.named_modules() if part_of(name, parts) not in frozen}
+    names = [n for n in linear_names if n in allowed and not n.isdigit()]
+    saved = None
+    if "projector" not in frozen:
+        saved = sorted({name for name, _ in model.named_modules() if re.search(parts.projector + "$", name + ".")
+                        and name.split(".")[-1] in ("merger", "deepstack_merger_list")})
+    return {"available": names, "exclude_modules": lora_exclude(m, parts), "projector": saved}
+
+
 def load_image_processor(m: ModelConfig) -> Any:
     """The model's image processor (None for a text model). transformers picks its PIL variant where
     torchvision is missing; a processor that will not load is one line."""
