@@ -118,7 +118,9 @@ def test_roles_tools_and_sampling_map_onto_the_engine():
     ([{"role": "system", "content": "s"}], "no user message"),
     ([{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}], "expected a user or tool message"),
     ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "last message"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "only text content"),
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}],
+     "only text and image_url content"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "does not take images"),
     ([{"role": "user"}], "needs content"),
 ])
 def test_conversations_no_template_can_render_are_400(messages, needle):

@@ -9,24 +9,52 @@ from pathlib import Path
 from typing import Any
 
 
+IMAGE_COMMAND = "/image "
+
+
+def image_path(prompt: str) -> str | None:
+    """The file of an `/image PATH` line (vision models: the picture goes with the next message), or None."""
+    if not prompt.startswith(IMAGE_COMMAND):
+        return None
+    from tuneforge.config.errors import ConfigError
+
+    path = Path(prompt[len(IMAGE_COMMAND):].strip().strip("'\"")).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"/image: {path} does not exist")
+    return str(path)
+
+
+def with_images(images: list[str]) -> dict[str, Any]:
+    return {"images": list(images)} if images else {}
+
+
 def answer_lines(engine: Any, lines: Any, system: str | None, write: Callable[[str], None] = print) -> None:
-    """Script mode: every non-empty line is a separate one-shot prompt."""
+    """Script mode: every non-empty line is a separate one-shot prompt; an `/image PATH` line attaches that
+    picture to the next prompt."""
     from tuneforge.data.example import Message
 
+    pending: list[str] = []
     for line in lines:
         prompt = line.strip()
-        if prompt:
+        if (path := image_path(prompt)) is not None:
+            pending.append(path)
+            write(f"User: [image {path}]")
+        elif prompt:
             write(f"User: {prompt}")
-            write(f"Assistant: {engine.chat([Message('user', prompt)], system)}")
+            write(f"Assistant: {engine.chat([Message('user', prompt)], system, **with_images(pending))}")
+            pending = []
 
 
 def repl(engine: Any, system: str | None, read: Callable[[str], str] = input,
          write: Callable[..., None] = print) -> list:
-    """Interactive mode: streamed answers, history kept; `clear` resets it, `exit` quits."""
+    """Interactive mode: streamed answers, history kept; `clear` resets it, `exit` quits, `/image PATH` adds
+    a picture to the next message."""
+    from tuneforge.config.errors import ConfigError
     from tuneforge.data.example import Message
 
-    write("Type a message; 'clear' resets the history, 'exit' quits.")
+    write("Type a message; 'clear' resets the history, 'exit' quits, '/image PATH' adds a picture (vision models).")
     history: list[Message] = []
+    images: list[str] = []
     while True:
         try:
             prompt = read("\nUser: ").strip()
@@ -36,15 +64,24 @@ def repl(engine: Any, system: str | None, read: Callable[[str], str] = input,
         if prompt == "exit":
             return history
         if prompt == "clear":
-            history = []
+            history, images = [], []
             write("history cleared")
+            continue
+        if prompt.startswith(IMAGE_COMMAND):
+            try:
+                images.append(image_path(prompt) or "")
+            except ConfigError as exc:  # a mistyped path: say so and keep the conversation
+                write(f"error: {exc}")
+                continue
+            write(f"image {images[-1]} goes with your next message")
             continue
         if not prompt:
             continue
-        history.append(Message("user", prompt))
+        waiting = len(images) - sum(m.content.count("<image>") for m in history)
+        history.append(Message("user", "<image>" * max(waiting, 0) + prompt))
         write("Assistant: ", end="", flush=True)
         started, answer, first = time.perf_counter(), "", None
-        for piece in engine.stream_chat(history, system):
+        for piece in engine.stream_chat(history, system, **with_images(images)):
             if first is None and piece:
                 first = time.perf_counter() - started
             write(piece, end="", flush=True)

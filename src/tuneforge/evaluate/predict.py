@@ -96,7 +96,8 @@ def load_samples(cfg: RunConfig) -> tuple[list[Sample], dict[str, int]]:
         if not messages or messages[-1].role not in TRAINED_ROLES:
             raise DataError("the conversation does not end with an answer to compare predictions with",
                             source=example.source or None)
-        prompt = Example(messages=messages[:-1], system=example.system, tools=example.tools, source=example.source)
+        prompt = Example(messages=messages[:-1], system=example.system, tools=example.tools, source=example.source,
+                         images=example.images)
         samples.append(Sample(prompt, messages[-1].content))
     return samples, report.counts
 
@@ -116,12 +117,12 @@ def model_after_training(cfg: RunConfig) -> ModelConfig:
 
 def generate_answers(engine: Any, samples: list[Sample], batch_size: int) -> tuple[list[str], int]:
     """Answers in sample order, and the number of generate steps. Samples that share a system prompt
-    are batched together; samples with tools go one at a time (batch_generate takes no tools)."""
+    are batched together; samples with tools or images go one at a time (batch_generate takes neither)."""
     answers: list[str | None] = [None] * len(samples)
     groups: dict[str | None, list[int]] = {}
     singles: list[int] = []
     for index, sample in enumerate(samples):
-        if sample.example.tools:
+        if sample.example.tools or sample.example.images:
             singles.append(index)
         else:
             groups.setdefault(sample.example.system, []).append(index)
@@ -140,7 +141,8 @@ def generate_answers(engine: Any, samples: list[Sample], batch_size: int) -> tup
                 last_report = time.perf_counter()
     for i in singles:
         example = samples[i].example
-        answers[i] = engine.generate(example.messages, example.system, example.tools)[0].text
+        pictures = {"images": example.images} if example.images else {}
+        answers[i] = engine.generate(example.messages, example.system, example.tools, **pictures)[0].text
         steps += 1
     return [a or "" for a in answers], steps
 

@@ -78,15 +78,21 @@ class HFEngine:
     async def stream(self, messages: list[Message], system: str | None = None, tools: str | None = None,
                      **overrides: Any) -> AsyncIterator[Piece]:
         """One served answer, piece by piece (see infer.base.Piece); closing it early cancels the generation."""
-        ids = await asyncio.to_thread(lambda: prompt_ids(self.tokenizer, self.prompt_text(messages, system, tools)))
+        images = overrides.pop("images", None)
+        inputs = None
+        if images:  # pictures: model.generate with their pixel inputs (the batching manager takes ids only)
+            inputs = await asyncio.to_thread(self.prompt_inputs, messages, system, tools, images)
+            ids = inputs["input_ids"][0].tolist()
+        else:
+            ids = await asyncio.to_thread(lambda: prompt_ids(self.tokenizer, self.prompt_text(messages, system, tools)))
         max_new = overrides.get("max_new_tokens") or self.generation_cfg.max_new_tokens
         decoder = AnswerDecoder(self.tokenizer, self.template.stop_token_ids(), stop_words(overrides.get("stop")),
                                 max_new, self.generation_cfg.skip_special_tokens, len(ids))
-        if self.batcher is not None:
+        if self.batcher is not None and inputs is None:
             settings = sampling(self.generation_cfg, len(self.tokenizer), overrides)
             source = self.batcher.tokens(ids, max_new, settings)
         else:
-            source = self.one_at_a_time(ids, overrides)
+            source = self.one_at_a_time(ids, overrides, inputs)
         async with contextlib.aclosing(source) as chunks:
             async for new in chunks:
                 text = decoder.feed(new)
@@ -96,9 +102,11 @@ class HFEngine:
                     break
         yield decoder.finish()
 
-    async def one_at_a_time(self, ids: list[int], overrides: dict[str, Any]) -> AsyncIterator[list[int]]:
+    async def one_at_a_time(self, ids: list[int], overrides: dict[str, Any],
+                            inputs: dict[str, Any] | None = None) -> AsyncIterator[list[int]]:
         """New token ids from `model.generate` in a worker thread, one request at a time (the lock); when
-        the caller stops listening, a stopping criterion ends that generation at its next step."""
+        the caller stops listening, a stopping criterion ends that generation at its next step. `inputs`:
+        the whole model input when it is more than the ids (pictures)."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
@@ -127,8 +135,10 @@ class HFEngine:
         def work() -> None:
             try:
                 with self.lock, torch.inference_mode():
-                    self.model.generate(input_ids=torch.tensor([ids], device=self.device), streamer=Feed(),
-                                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                    model_inputs = inputs or dict(
+                        input_ids=torch.tensor([ids], device=self.device),
+                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device))
+                    self.model.generate(**model_inputs, streamer=Feed(),
                                         stopping_criteria=StoppingCriteriaList([Cancel()]),
                                         **self.generation_kwargs(**overrides))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller

@@ -52,6 +52,8 @@ from tuneforge.serve.protocol import (
     generation_overrides,
     parse_tool_calls,
     stop_list,
+    has_images,
+    request_images,
     to_conversation,
     validation_error,
 )
@@ -210,6 +212,11 @@ class ChatCompletion:
         self.calls, self.req = calls, req
         self.messages, self.system, self.tools = to_conversation(req)
         self.overrides = generation_overrides(req, stop_list(req.stop))
+        if has_images(req):
+            if getattr(getattr(calls.engine, "template", None), "images", None) is None:
+                raise APIError(400, "this model does not take images (a vision-language model does)",
+                               param="messages")
+            self.overrides["images"] = request_images(req)
         self.n = req.n or 1
         self.prompt_tokens: int | None = None
         self.completion_tokens = 0

@@ -110,11 +110,57 @@ def _text(message: ChatMessage, index: int) -> str | None:
         return content
     texts = []
     for part in content:
+        if part.type == "image_url":  # the picture goes where its part is (request_images reads it)
+            texts.append("<image>")
+            continue
         if part.type != "text" or part.text is None:
-            raise APIError(400, f"messages[{index}]: only text content is supported (got a '{part.type}' part)",
-                           param=f"messages.{index}.content")
+            raise APIError(400, f"messages[{index}]: only text and image_url content is supported (got a "
+                                f"'{part.type}' part)", param=f"messages.{index}.content")
         texts.append(part.text)
     return "".join(texts)
+
+
+def has_images(req: ChatCompletionRequest) -> bool:
+    return any(part.type == "image_url" for message in req.messages if isinstance(message.content, list)
+               for part in message.content)
+
+
+def request_images(req: ChatCompletionRequest) -> list[Any]:
+    """The request's image_url parts as PIL images, in order: data: URLs and local files (file:// or a path);
+    the server never fetches from the network."""
+    images = []
+    for index, message in enumerate(req.messages):
+        for part in message.content if isinstance(message.content, list) else []:
+            if part.type == "image_url":
+                images.append(_image(part, f"messages.{index}.content"))
+    return images
+
+
+def _image(part: ContentPart, param: str) -> Any:
+    import base64
+    import binascii
+    import io
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    spec = (part.model_extra or {}).get("image_url")
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    if not isinstance(url, str) or not url:
+        raise APIError(400, "an image_url part needs {\"url\": ...}", param=param)
+    try:
+        if url.startswith("data:"):
+            source: Any = io.BytesIO(base64.b64decode(url.partition(",")[2], validate=True))
+        elif url.startswith(("http://", "https://")):
+            raise APIError(400, "image URLs on the network are not fetched; send the image as a data: URL (base64) "
+                                "or a file path on the server", param=param)
+        else:
+            source = Path(url.removeprefix("file://")).expanduser()
+        with Image.open(source) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, binascii.Error, UnidentifiedImageError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise APIError(400, f"cannot read the image ({first})", param=param) from None
 
 
 def _call_json(calls: list[ToolCall]) -> str:
