@@ -135,6 +135,14 @@ def test_badam_ratio_mode_updates_a_share_of_each_weight(tmp_path, data):
     assert losses[-1] < losses[0]
 
 
+def test_badam_ratio_mode_trains_through_the_trainer_with_gradient_clipping(tmp_path):
+    """Its gradients are sparse tensors: the Trainer's clipping (max_grad_norm 1.0) goes through badam's own."""
+    from e2e.helpers import log_lines, train
+
+    out = train(tmp_path, finetuning_type="full", use_badam=True, badam_mode="ratio", max_steps=3, logging_steps=1)
+    assert all(entry["grad_norm"] > 0 for entry in log_lines(out) if "loss" in entry)
+
+
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(tmp_path, data):
     _, trainer = build(tmp_path, use_muon=True, learning_rate=2e-3, **FULL)
     muon, adamw = trainer.optimizer.optimizers

@@ -94,6 +94,16 @@ class ExtraOptimizers:
             from tuneforge.train.pissa import PissaConvert
 
             self.add_callback(PissaConvert())
+        if method is not None and method.use_badam:
+            from types import MethodType
+
+            from badam import BAdamCallback, clip_grad_norm_old_version
+
+            # as the badam package asks: its callback (checkpointing that lets frozen blocks skip, ZeRO-3); ratio
+            # mode's gradients are sparse tensors, which only its clipping function handles
+            self.add_callback(BAdamCallback)
+            if method.badam_mode == "ratio":
+                self.accelerator.clip_grad_norm_ = MethodType(clip_grad_norm_old_version, self.accelerator)
 
     def create_optimizer(self, model: Any = None) -> Any:
         method = getattr(self.model, METHOD_ATTR, None)
