@@ -135,3 +135,29 @@ def test_image_max_pixels_lowers_the_tokens(tmp_path):
     small, _ = encoded(folder, image_max_pixels=56 * 56)
     assert full.train[0]["image_hw"] == [112, 112] and small.train[0]["image_hw"] == [56, 56]
     assert len(full.train[0]["input_ids"]) - len(small.train[0]["input_ids"]) == 16 - 4
+
+
+def test_data_check_reports_images_and_the_records_dropped_for_them(tmp_path):
+    from rich.console import Console
+
+    from tuneforge.cli.data import run_check
+
+    folder = write_squares(tmp_path / "数据", 6)
+    config = write_yaml(tmp_path / "c.yaml", model_name_or_path="tuneforge/tiny-qwen2-vl", template="qwen2_vl",
+                        dataset="squares", dataset_dir=str(folder), cutoff_len=24)
+    console = Console(record=True, width=400)
+    run_check(config, [], 0, console=console)
+    text = console.export_text()
+    assert "images: " in text and "tokens per image: min 4, median 4, max 4" in text
+    dropped = [line for line in text.splitlines() if line.startswith("dropped ")]
+    assert dropped and all("squares.json record" in line and "would cut into an image's tokens" in line
+                           for line in dropped)
+
+
+def test_pictures_are_cached_with_the_tokenized_data(few):
+    first, _ = encoded(few)
+    again, _ = encoded(few)
+    assert not first.from_cache and again.from_cache
+    assert again.train["images"] == first.train["images"] and again.train["image_hw"] == first.train["image_hw"]
+    bigger, _ = encoded(few, image_min_pixels=112 * 112)  # another size rule: encoded again, not the cache
+    assert not bigger.from_cache and bigger.train[0]["image_hw"] == [112, 112]

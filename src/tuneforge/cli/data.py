@@ -62,6 +62,9 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
         console.print(f"[yellow]skipped {len(data.report.skipped)} bad records[/]; first ones:")
         for line in data.report.skipped[:5]:
             console.print(f"  {line}", markup=False)  # file paths may hold [brackets]
+    if template.images is not None:  # pictures: counts, sizes, tokens, and the records dropped for them
+        for line in vision_lines(cfg, template, data, stage):
+            console.print(line, markup=False)
     lengths = list(data.train["full_len"]) + (list(data.eval["full_len"]) if data.eval is not None else [])
     over = sum(1 for n in lengths if n > cfg.data.cutoff_len)
     console.print(f"samples: {len(data.train)} train" + (f", {len(data.eval)} eval" if data.eval is not None else "")
@@ -73,10 +76,22 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
         trained = sum(sum(1 for x in row if x != IGNORE_INDEX) for row in data.train["labels"])
         total = sum(len(row) for row in data.train["input_ids"])
         console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
-    if facts(stage).padding_free:
+    if facts(stage).padding_free and template.images is None:  # vision batches are padded (model/kernels.py)
         show_batching([len(row) for row in data.train["input_ids"]], cfg, console)
     for index in range(min(samples, len(data.train))):
         show_row(tokenizer, data.train[index], index, console)
+
+
+def vision_lines(cfg, template, data, stage: str) -> list[str]:
+    from tuneforge.data.encode.multimodal import dropped_report, image_report
+    from tuneforge.data.loader import load_examples
+
+    lines = image_report(template, data.train)
+    if data.dropped:
+        examples, _ = load_examples(cfg.data, cfg.data.dataset or [], stage, seed=cfg.train.seed)
+        kept = set(data.train["source"]) | set(data.eval["source"] if data.eval is not None else [])
+        lines += dropped_report(template, cfg.data, examples, kept)
+    return lines
 
 
 def show_batching(lengths: list[int], cfg, console: Console = console) -> None:

@@ -54,7 +54,7 @@ COLUMNS = {  # by the stage's data kind (config/stages.py)
 }
 
 
-VISION_COLUMNS = ("images", "image_hw")  # resized RGB pixels per picture; (height, width) pairs, flat
+VISION_COLUMNS = ("images", "image_hw", "source")  # RGB pixels per picture; (height, width) pairs, flat; record
 
 
 def features(kind: str, vision: bool = False) -> Any:
@@ -63,7 +63,7 @@ def features(kind: str, vision: bool = False) -> Any:
     from datasets import Features, List, Value
 
     kinds = {"label": Value("bool"), "prompt": Value("string"), "reference": Value("string"),
-             "full_len": Value("int32"), "images": List(Value("binary"))}
+             "full_len": Value("int32"), "images": List(Value("binary")), "source": Value("string")}
     names = COLUMNS[kind] + (VISION_COLUMNS if vision and kind == "supervised" else ())
     return Features({name: kinds.get(name, List(Value("int32"))) for name in names})
 

@@ -111,7 +111,7 @@ def vision_encoder(template: Any, data: Any) -> Any:
                                 source=example.source)
         pictures = plan.pictures([(path, e.source) for e in examples for path in e.images])
         conversations = tokenize_turns_batch(template.tokenizer, [template.render(e) for e in examples])
-        out: dict[str, list] = {"input_ids": [], "labels": [], "full_len": [], "images": [], "image_hw": []}
+        out: dict[str, list] = {key: [] for key in ("input_ids", "labels", "full_len", "images", "image_hw", "source")}
         at = 0
         for example, turns in zip(examples, conversations):
             own, at = pictures[at:at + len(example.images)], at + len(example.images)
@@ -125,6 +125,7 @@ def vision_encoder(template: Any, data: Any) -> Any:
             out["full_len"].append(sample.full_len)
             out["images"].append([p.pixels for p in own])
             out["image_hw"].append([side for p in own for side in (p.height, p.width)])
+            out["source"].append(example.source)
         return out
 
     return encode
@@ -143,3 +144,44 @@ def prompt_with_images(template: Any, text: str, pictures: list[Picture]) -> lis
     token_id = image_token_id(template.tokenizer, template.vision.image_token)
     ids = template.tokenizer(text, add_special_tokens=False)["input_ids"]
     return expand_images([TurnIds(ids, [], [])], token_id, [p.tokens for p in pictures], "the prompt")[0].prompt
+
+
+def image_report(template: Any, dataset: Any) -> list[str]:
+    """`data check`'s lines about the pictures of an encoded vision dataset: how many, their processed sizes and
+    the image tokens each costs."""
+    import statistics
+
+    sizes = [(row[i], row[i + 1]) for row in dataset["image_hw"] for i in range(0, len(row), 2)]
+    if not sizes:
+        return ["images: none in this data"]
+    plan = template.images
+    per_sample = [len(row) // 2 for row in dataset["image_hw"]]
+    tokens = sorted(plan.tokens_for(h, w) for h, w in sizes)
+    areas = sorted(sizes, key=lambda hw: hw[0] * hw[1])
+    return [f"images: {len(sizes)} in {sum(1 for n in per_sample if n)} samples (at most {max(per_sample)} per sample); "
+            f"processed sizes {areas[0][1]}x{areas[0][0]} to {areas[-1][1]}x{areas[-1][0]} pixels "
+            f"(image_min_pixels {plan.min_pixels}, image_max_pixels {plan.max_pixels}); tokens per image: min "
+            f"{tokens[0]}, median {int(statistics.median(tokens))}, max {tokens[-1]} "
+            f"({sum(tokens)} in all)"]
+
+
+def dropped_report(template: Any, data: Any, examples: list[Any], kept: set[str]) -> list[str]:
+    """Which records a vision dataset dropped, and why: one line each (the first 5)."""
+    from tuneforge.data.encode.tokenize import tokenize_turns_batch
+
+    token_id = image_token_id(template.tokenizer, template.vision.image_token)
+    protected = set(template.tokenizer(template.vision.image, add_special_tokens=False)["input_ids"])
+    lines = []
+    for example in (e for e in examples if e.source not in kept):
+        turns = tokenize_turns_batch(template.tokenizer, [template.render(example)])[0]
+        pictures = template.images.pictures([(path, example.source) for path in example.images])
+        turns = expand_images(turns, token_id, [p.tokens for p in pictures], example.source)
+        text_rule = encode_supervised(turns, data.cutoff_len, train_on_prompt=data.train_on_prompt,
+                                      mask_history=data.mask_history,
+                                      cut=lambda ids, keep: cut_around(ids, keep, protected))
+        why = (f"shortening it to cutoff_len {data.cutoff_len} would cut into an image's tokens" if text_rule
+               else f"nothing trainable is left within cutoff_len {data.cutoff_len}")
+        lines.append(f"dropped {example.source}: {why}")
+        if len(lines) == 5:
+            break
+    return lines
