@@ -114,10 +114,11 @@ CASES = [
          prepare=lambda d: (d / "train.yaml").write_text(
              "model_name_or_path: tuneforge/tiny\ntemplate: qwen3_nothink\ndataset: [good\ncutoff_len: 64\n"
              f"output_dir: {d / 'out'}\n")),
-    Case("output_dir_not_empty", ("output_dir", "not empty", "overwrite_output_dir"),
+    # a whole checkpoint there is continued (LLaMA-Factory's habit: tests/compat/test_lf_outputs.py); a torn one is not
+    Case("output_dir_not_empty", ("output_dir", "not empty", "incomplete: checkpoint-5", "overwrite_output_dir"),
          prepare=lambda d: [(d / "out" / "checkpoint-5").mkdir(parents=True),
                             (d / "out" / "keep.txt").write_text("precious"),
-                            (d / "out" / "checkpoint-5" / "trainer_state.json").write_text("{}")]),
+                            (d / "out" / "checkpoint-5" / "optimizer.pt").write_text("torn")]),
     # -- data check shares the messages ---------------------------------------------------
     Case("data_check_bad_record", ("bad.json record 3", "'output' is null"), command=("data", "check"),
          data=alpaca({"instruction": "null answer", "output": None})),
@@ -270,7 +271,7 @@ def test_more_bad_input_in_process(tiny_path, tmp_path, monkeypatch, capsys, cas
 def test_output_dir_not_empty_left_untouched(runs):
     run = runs["output_dir_not_empty"]
     assert run.before is not None and run.before["keep.txt"] == b"precious"
-    assert "checkpoint-5/trainer_state.json" in run.before
+    assert "checkpoint-5/optimizer.pt" in run.before
     assert snapshot(run.out) == run.before
 
 

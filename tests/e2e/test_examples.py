@@ -12,7 +12,9 @@ from conftest import LF_DATA, REPO, SHARED, need_shared, run_cli
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml"))
 TRAINING = [p for p in EXAMPLES if yaml.safe_load(p.read_text()).get("do_train")]
 EXPORT = [p for p in EXAMPLES if yaml.safe_load(p.read_text()).get("export_dir")]
-CHAT = [p for p in EXAMPLES if not yaml.safe_load(p.read_text()).get("do_train") and p not in EXPORT]
+# do_predict without do_train (LLaMA-Factory's predict examples): `tuneforge train` predicts
+PREDICT = [p for p in EXAMPLES if yaml.safe_load(p.read_text()).get("do_predict") and p not in TRAINING]
+CHAT = [p for p in EXAMPLES if p not in TRAINING + EXPORT + PREDICT]
 FAST = ["max_steps=3", "save_strategy=no", "cutoff_len=128", "max_samples=16", "logging_steps=1",
         "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "eval_steps=2"]
 
@@ -46,7 +48,7 @@ def tiny_substitutes(path: Path, tmp_path: Path) -> list[str]:
 
 
 def test_examples_exist():
-    assert len(TRAINING) >= 5 and len(CHAT) >= 2
+    assert len(TRAINING) >= 5 and len(CHAT) >= 2 and PREDICT
 
 
 @pytest.mark.slow
@@ -90,10 +92,24 @@ def test_export_example_runs(path: Path, tmp_path):
     adapter = quick_adapter(tmp_path)
     out = tmp_path / "export"
     result = run_cli("export", str(path), "model_name_or_path=tuneforge/tiny", f"adapter_name_or_path={adapter}",
-                     f"export_dir={out}", cwd=tmp_path)
+                     f"export_dir={out}", *tiny_substitutes(path, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(out.glob("*.safetensors")) and (out / "tokenizer.json").is_file()
     assert (out / "generation_config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PREDICT, ids=lambda p: str(p.relative_to(REPO / "examples")))
+def test_predict_example_runs(path: Path, tmp_path):
+    need_shared()
+    adapter = quick_adapter(tmp_path)
+    out = tmp_path / "predict"
+    result = run_cli("train", str(path), "model_name_or_path=tuneforge/tiny", f"adapter_name_or_path={adapter}",
+                     f"dataset_dir={LF_DATA}", f"output_dir={out}", "max_samples=2", "max_new_tokens=8",
+                     *tiny_substitutes(path, tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((out / "generated_predictions.jsonl").read_text(encoding="utf-8").splitlines()) == 4  # 2 per dataset
+    assert (out / "predict_results.json").is_file()
 
 
 @pytest.mark.slow

@@ -51,12 +51,16 @@ class Prepared:
 def run_train(config_path: str | Path | None, overrides: list[str]) -> None:
     from tuneforge.cli.config import load_config
     from tuneforge.evaluate.predict import maybe_predict
-
     from tuneforge.train import stop
+    from tuneforge.train.outputs import default_output_dir
 
     cfg = load_config(config_path, overrides)
     if not cfg.train.do_train:  # LLaMA-Factory predicts through `train` with do_train: false
         return maybe_predict(cfg)
+    if not cfg.train.output_dir:  # chosen once, here: every rank of a launched run gets the same folder
+        cfg.train.output_dir = default_output_dir(cfg.model.model_name_or_path, cfg.method.finetuning_type)
+        overrides = [*overrides, f"output_dir={cfg.train.output_dir}"]
+        note(f"output_dir is not set: writing to {cfg.train.output_dir}")
     if launched(cfg, config_path, overrides):  # torchrun or Ray ran it as several processes
         return None
     with stop.catching():  # SIGTERM/SIGINT: see train/stop.py

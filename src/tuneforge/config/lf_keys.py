@@ -24,7 +24,6 @@ LF_UNSUPPORTED: dict[str, str] = {
                   "on transformers 4.45-4.47; on transformers 5 long contexts train with full attention (padding-free "
                   "rows, flash_attn)",
     "mixture_of_depths": "mixture-of-depths conversion is not planned",
-    "rope_scaling": "RoPE scaling is planned",
     "use_reentrant_gc": "non-reentrant checkpointing is always used", "upcast_layernorm": _FAST,
     "upcast_lmhead_output": _FAST, "train_from_scratch": "training from random weights is planned",
     "resize_vocab": "vocabulary resizing is planned", "new_special_tokens": "adding tokens is planned",
@@ -40,7 +39,9 @@ LF_UNSUPPORTED: dict[str, str] = {
     "ld_alpha": "LD-DPO length desensitisation is planned", "pref_bco_weight": "BCO weighting is planned",
     # evaluation extras
     "compute_accuracy": "token accuracy metrics are planned",
-    "use_swanlab": "the swanlab logger is planned",
+    **{f"swanlab_{k}": f"set SWANLAB_{k.upper()} in the environment (transformers' swanlab logger reads it; "
+                      "use_swanlab: true or report_to: swanlab turns the logger on)"
+       for k in ("project", "workspace", "mode", "api_key", "logdir")},
     "early_stopping_steps": "early stopping is planned",
 }
 
@@ -55,6 +56,12 @@ RENAMED: dict[str, tuple[str | None, str]] = {
     "group_by_length": (None, ""),  # -> train_sampling_strategy: group_by_length
     "disable_shuffling": (None, "is ignored; use train_sampling_strategy: sequential"),
 }
+
+# (key, value) -> the value meant: values LLaMA-Factory's web UI and older docs write
+VALUE_ALIASES: dict[tuple[str, str], object] = {("flash_attn", "flashattn2"): "fa2"}
+# LlamaBoard's "booster" choice -> the key it sets (LlamaBoard turns it into these keys itself)
+BOOSTERS: dict[str, tuple[str, object]] = {"flashattn2": ("flash_attn", "fa2"), "unsloth": ("use_unsloth", True),
+                                           "liger_kernel": ("enable_liger_kernel", True)}
 
 # (key, value) -> what to do instead, for values LLaMA-Factory users write that we do not take
 VALUE_HINTS: dict[tuple[str, str], str] = {

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from tuneforge.config.distributed import check_distributed
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.extras import check_extras
-from tuneforge.config.lf_keys import LF_UNSUPPORTED, RENAMED, STAGE_HINTS, VALUE_HINTS
-from tuneforge.config.schema import QUANTIZATION_BITS, SECTIONS, RunConfig
+from tuneforge.config.lf_keys import BOOSTERS, LF_UNSUPPORTED, RENAMED, STAGE_HINTS, VALUE_ALIASES, VALUE_HINTS
+from tuneforge.config.schema import QUANTIZATION_BITS, SECTIONS, RunConfig, split_list
 from tuneforge.config.stages import facts
 from tuneforge.textfile import TextProblem, read_text
 
@@ -165,6 +165,7 @@ def _switched_off(key: str, value: Any, where: str) -> bool:
 
 def _renamed(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
     """Keys transformers renamed or dropped, mapped onto what the installed version has."""
+    _lf_values(flat, where)
     if "warmup_ratio" in flat:
         ratio = _warmup_ratio(flat.pop("warmup_ratio"), where)
         if flat.get("warmup_steps") not in (None, 0):
@@ -184,6 +185,23 @@ def _renamed(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, An
         if note and (value or new is not None):
             notes.append(f"'{old}' {note}")
     return flat
+
+
+def _lf_values(flat: dict[str, Any], where: str) -> None:
+    """What LLaMA-Factory's web UI and docs write, in our words: `booster`, `flash_attn: flashattn2`,
+    `use_swanlab` (in place)."""
+    booster = flat.pop("booster", None)
+    if booster not in (None, False, "auto", "none"):
+        if str(booster) not in BOOSTERS:
+            raise ConfigError(f"{where}: 'booster' must be auto, {', '.join(BOOSTERS)}, got {booster!r}")
+        key, value = BOOSTERS[str(booster)]
+        flat.setdefault(key, value)
+    for (key, value), meant in VALUE_ALIASES.items():
+        if flat.get(key) == value:
+            flat[key] = meant
+    if flat.pop("use_swanlab", False):
+        reporters = [r for r in split_list(flat.get("report_to")) or [] if r != "none"]
+        flat["report_to"] = list(dict.fromkeys([*reporters, "swanlab"]))
 
 
 def _warmup_ratio(value: Any, where: str) -> float:
@@ -280,15 +298,16 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
     t, d = cfg.train, cfg.data
     if t.do_predict and not t.predict_with_generate:
         raise ConfigError(f"{where}: do_predict needs predict_with_generate: true")
-    if t.bf16 and t.fp16:
-        raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
-    if t.do_train and not t.output_dir:
-        raise ConfigError(f"{where}: 'output_dir' is required for training")
+    if t.bf16 + t.fp16 + t.pure_bf16 > 1:
+        raise ConfigError(f"{where}: {' and '.join(k for k in ('bf16', 'fp16', 'pure_bf16') if getattr(t, k))} are "
+                          "on together; choose one")
     if t.eval_strategy != "no" and not (d.val_size or d.eval_dataset):
         raise ConfigError(f"{where}: eval_strategy is '{t.eval_strategy}' but there is nothing to evaluate "
                           "on; set val_size or eval_dataset")
     if cfg.method.finetuning_type != "lora" and cfg.model.adapter_name_or_path and t.do_train:
         raise ConfigError(f"{where}: adapter_name_or_path needs finetuning_type: lora")
+    if cfg.model.rope_scaling and cfg.model.model_max_length is None and t.do_train:
+        cfg.model.model_max_length = d.cutoff_len  # LLaMA-Factory: the context to scale RoPE to is cutoff_len
     _check_quantization(cfg, where)
     _check_data_scale(cfg, where)
     check_distributed(cfg, where)  # deepspeed / fsdp files and package

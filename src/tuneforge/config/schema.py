@@ -74,6 +74,10 @@ class ModelConfig(Section):
     infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field("auto",
         description="The dtype of the weights for chat, predict and the API (auto: the model's own)")
     model_max_length: int | None = Field(None, gt=0, description="Override the tokenizer's maximum sequence length")
+    # LLaMA-Factory's RoPE scaling: the factor follows from model_max_length (cutoff_len when training), model/rope.py
+    rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = Field(None,
+        description="Stretch the model's RoPE positions to a longer context: linear, dynamic (NTK), yarn or llama3; "
+                    "the factor is model_max_length (cutoff_len when training) / the model's positions, rounded up")
     # QLoRA: the base loads quantized (bitsandbytes, or hqq where installed) and LoRA trains on it.
     quantization_bit: int | None = Field(None,
         description="Load the base model quantized to this many bits (bnb: 4 or 8; hqq: 1-4 or 8) and train LoRA "
@@ -246,6 +250,8 @@ class TrainConfig(Section):
         description="Clip gradients to this norm (0: no clipping)")
     bf16: bool = Field(False, description="Train in bfloat16 mixed precision")
     fp16: bool = Field(False, description="Train in float16 mixed precision")
+    pure_bf16: bool = Field(False,
+        description="Load the weights in bfloat16 and train them without mixed precision (needs a GPU with bf16)")
     logging_steps: float = Field(10, gt=0,  # below 1: a fraction of the steps
         description="Log loss and learning rate every N steps (below 1: a share of the steps)")
     save_strategy: str = Field("steps", description="When to save checkpoints: steps, epoch or no")

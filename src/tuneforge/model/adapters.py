@@ -53,15 +53,41 @@ def check_adapter_dir(path: str) -> None:
         raise ConfigError(f"adapter_name_or_path '{path}' has no adapter_config.json (is it a LoRA adapter folder?)")
 
 
-def load_adapters(model: Any, paths: list[str], *, trainable_last: bool) -> Any:
-    """Earlier adapters are merged into the base; the last one stays an adapter (trainable if asked)."""
+def adapter_base(path: str) -> str:
+    """The base model an adapter says it was trained on (its adapter_config.json), or "unknown"."""
+    import json
+
+    try:
+        config = json.loads((Path(path).expanduser() / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "unknown"
+    return str(config.get("base_model_name_or_path") or "unknown") if isinstance(config, dict) else "unknown"
+
+
+def open_adapter(model: Any, path: str, **kwargs: Any) -> Any:
+    """peft's PeftModel.from_pretrained; an adapter trained on another base model is one ConfigError line that names
+    both models, not peft's list of every mismatched tensor."""
     from peft import PeftModel
 
+    try:
+        return PeftModel.from_pretrained(model, path, **kwargs)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        text = str(exc)
+        if "size mismatch" not in text and "not found in the base model" not in text:
+            raise
+        detail = next((line.strip() for line in text.splitlines() if "size mismatch" in line or "not found" in line), "")
+        base = getattr(model.config, "_name_or_path", "") or "this model"
+        raise ConfigError(f"adapter '{path}' was trained on {adapter_base(path)} and does not fit {base} "
+                          f"({detail[:200]}); load it on the model it was trained on") from None
+
+
+def load_adapters(model: Any, paths: list[str], *, trainable_last: bool) -> Any:
+    """Earlier adapters are merged into the base; the last one stays an adapter (trainable if asked)."""
     for path in paths:
         check_adapter_dir(path)
     for path in paths[:-1]:
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    return PeftModel.from_pretrained(model, paths[-1], is_trainable=trainable_last)
+        model = open_adapter(model, path).merge_and_unload()
+    return open_adapter(model, paths[-1], is_trainable=trainable_last)
 
 
 def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
@@ -73,11 +99,9 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
     if adapters and not method.create_new_adapter:
         return load_adapters(model, adapters, trainable_last=True)
     if adapters:  # create_new_adapter: merge the old ones, start a fresh adapter on top
-        from peft import PeftModel
-
         for path in adapters:
             check_adapter_dir(path)
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+            model = open_adapter(model, path).merge_and_unload()
     n_layers = getattr(model.config, "num_hidden_layers", 0)
     parts = vision_parts(model.config)
     if parts is None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import QUANTIZATION_BITS, ModelConfig, TrainConfig
+from tuneforge.model.hub import hub_endpoint, modelscope_folder, use_modelscope
 from tuneforge.model.tiny import TINY_NAME
 from tuneforge.model.tiny_vl import TINY_VL_NAME
 
@@ -36,6 +37,8 @@ def resolve_model_path(name: str) -> str:
     looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep == "\\" and "\\" in name
     if looks_local:
         raise ConfigError(f"model_name_or_path '{name}' does not exist (no folder at {path.resolve()})")
+    if use_modelscope():  # LLaMA-Factory's switch: hub ids are ModelScope's
+        return modelscope_folder(name)
     return name
 
 
@@ -45,7 +48,8 @@ def _hub_error(what: str, name: str, exc: Exception, key: str) -> ConfigError:
         return ConfigError(f"cannot load {what} from {key} '{name}' ({first})")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     return ConfigError(f"cannot load {what} '{name}': not a local folder, and the hub "
-                       f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'did not answer'} ({first})")
+                       f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else f'at {hub_endpoint()} did not answer'} "
+                       f"({first})")
 
 
 @contextmanager
@@ -60,15 +64,23 @@ def hub_errors(what: str, name: str, key: str = "model_name_or_path") -> Iterato
         raise _hub_error(what, name, exc, key) from None
 
 
-def load_model_config(m: ModelConfig) -> Any:
+def load_model_config(m: ModelConfig, say: bool = False) -> Any:
     """The model's config.json through transformers (no weights): what the fast-path plan and the
-    memory estimate need to know about the architecture before anything heavy loads."""
+    memory estimate need to know about the architecture before anything heavy loads. `rope_scaling`
+    is applied to it (model/rope.py; `say`: print what it did)."""
     from transformers import AutoConfig
+
+    from tuneforge.log import note
+    from tuneforge.model.rope import scale_rope
 
     path = resolve_model_path(m.model_name_or_path)
     with hub_errors("model config", m.model_name_or_path):
-        return AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code, revision=m.model_revision,
-                                          cache_dir=m.cache_dir)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code, revision=m.model_revision,
+                                            cache_dir=m.cache_dir)
+    line = scale_rope(config, m.rope_scaling, m.model_max_length)
+    if say and line:
+        note(line)
+    return config
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
@@ -108,11 +120,15 @@ def choose_precision(t: TrainConfig, finetuning_type: str) -> Precision:
         device = "cpu"
     if device == "cpu":
         note = ""
-        if t.bf16 or t.fp16:
-            note = (f"no GPU: {'bf16' if t.bf16 else 'fp16'} is off, computing in fp32 "
-                    "(half precision on a CPU is several times slower)")
+        if t.bf16 or t.fp16 or t.pure_bf16:
+            note = (f"no GPU: {'pure_bf16' if t.pure_bf16 else 'bf16' if t.bf16 else 'fp16'} is off, computing in "
+                    "fp32 (half precision on a CPU is several times slower)")
         return Precision(torch.float32, False, False, device, note)
     bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    if t.pure_bf16:  # LLaMA-Factory's pure_bf16: bf16 weights (and optimizer states), no autocast
+        if not bf16_ok:
+            raise ConfigError(f"pure_bf16 needs a GPU with bfloat16 ({device} has none); use fp16: true")
+        return Precision(torch.bfloat16, False, False, device)
     bf16, fp16 = t.bf16, t.fp16
     if not bf16 and not fp16:  # auto
         bf16, fp16 = bf16_ok, not bf16_ok
@@ -214,6 +230,8 @@ def load_model(m: ModelConfig, precision: Precision, *, attn_implementation: str
                                   revision=m.model_revision, cache_dir=m.cache_dir)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if m.rope_scaling:  # the scaled RoPE parameters travel in the config
+        kwargs["config"] = load_model_config(m, say=True)
     quantization = quantization_config(m, precision.load_dtype)
     if quantization is not None:
         kwargs.update(quantization_config=quantization, device_map=quantized_device_map(precision.device))

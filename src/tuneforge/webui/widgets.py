@@ -4,7 +4,6 @@ get a richer widget with choices read from the project (models, templates, datas
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +49,10 @@ def adapter_choices(root: str | Path) -> list[str]:
 
 
 def default_output_dir(root: str | Path, model: str | None, method: str | None, prefix: str = "train") -> str:
-    """saves/<model>/<method>/train_<time>: a fresh folder per run, LLaMA-Factory's layout."""
-    name = (model or "model").rstrip("/").split("/")[-1] or "model"
-    return str(Path(root) / name / (method or "lora") / f"{prefix}_{time.strftime('%Y-%m-%d-%H-%M-%S')}")
+    """saves/<model>/<method>/train_<time>: a fresh folder per run, LLaMA-Factory's layout (train/outputs.py)."""
+    from tuneforge.train.outputs import default_output_dir as under_root
+
+    return under_root(model, method, root, prefix)
 
 
 def _special(spec: FieldSpec, common: dict[str, Any], root: str | Path) -> Any:

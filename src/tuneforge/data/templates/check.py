@@ -14,20 +14,52 @@ def _snippet(text: str, at: int) -> str:
     return repr(text[max(at - 15, 0):at + 25])
 
 
+# What tokenizers of base models ship when their family has no chat format of its own: plain ChatML, with
+# or without "You are a helpful assistant." (Qwen2.5's base models). Not a format to match: no warning.
+GENERIC_SYSTEMS = ("You are a helpful assistant.", "")
+
+
+def _tokenizer_text(tok, probe, system: str | None) -> str | None:
+    try:
+        return tok.apply_chat_template(hf_messages(probe, system or None), tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render this probe says nothing useful
+        return None
+
+
+def generic_default(tok) -> bool:
+    """The tokenizer's chat_template is a generic ChatML placeholder (renders as plain ChatML on every probe)."""
+    from tuneforge.config.errors import ConfigError
+    from tuneforge.data.templates import get_template
+
+    for system in GENERIC_SYSTEMS:
+        try:
+            plain = get_template("qwen", tok, default_system=system)
+        except ConfigError:  # no ChatML tokens: not ChatML
+            return False
+        if all(_tokenizer_text(tok, probe, probe.system) == plain.render_text(probe) for probe in PROBES):
+            return True
+    return False
+
+
 def compare_with_tokenizer(bound: BoundTemplate) -> str | None:
-    """None when they agree (or the tokenizer has no chat_template); otherwise one line."""
+    """None when they agree (or the tokenizer has no chat_template, or a generic one); otherwise one line."""
     tok = bound.tokenizer
     if bound.name == "auto" or not getattr(tok, "chat_template", None):
         return None
+    line = _difference(bound)
+    return None if line is None or generic_default(tok) else line
+
+
+def _difference(bound: BoundTemplate) -> str | None:
+    tok = bound.tokenizer
     for probe in PROBES:
         ours = bound.render_text(probe)
         # Only the user's configured default_system is given to the tokenizer's template: the
         # template's own default (Qwen's "You are Qwen...") must come from the tokenizer's
         # template too, or it is a difference worth reporting.
         system = probe.system if probe.system is not None else bound.default_system
-        try:
-            theirs = tok.apply_chat_template(hf_messages(probe, system or None), tokenize=False)
-        except Exception:  # noqa: BLE001 - a template that cannot render this probe says nothing useful
+        theirs = _tokenizer_text(tok, probe, system)
+        if theirs is None:
             continue
         if ours != theirs:
             at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
