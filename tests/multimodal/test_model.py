@@ -1,0 +1,80 @@
+"""What trains in a vision-language model: freeze_vision_tower / freeze_multi_modal_projector /
+freeze_language_model for full fine-tuning and LoRA; vision families we do not train, and packing, refused in
+one line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import assert_one_error_line, run_cli, write_yaml
+
+from tuneforge.config.errors import ConfigError
+from tuneforge.config.load import load
+
+
+def built(**keys):
+    from tuneforge.model.adapters import apply_method
+    from tuneforge.model.load import Precision, load_model
+
+    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused", **keys})
+    import torch
+
+    model = load_model(cfg.model, Precision(torch.float32, False, False, "cpu"), attn_implementation="sdpa")
+    return apply_method(model, cfg.method, cfg.model)
+
+
+def trained_parts(model) -> dict[str, bool]:
+    """part -> whether any of its parameters trains."""
+    from tuneforge.model.vision import FAMILIES, part_of
+
+    out = {"tower": False, "projector": False, "language": False}
+    for name, param in model.named_parameters():
+        out[part_of(name, FAMILIES["qwen2_vl"])] |= param.requires_grad
+    return out
+
+
+@pytest.mark.parametrize("keys, expected", [
+    ({}, {"tower": False, "projector": False, "language": True}),
+    ({"freeze_vision_tower": False}, {"tower": True, "projector": False, "language": True}),
+    ({"freeze_multi_modal_projector": False, "freeze_language_model": True},
+     {"tower": False, "projector": True, "language": False}),
+])
+def test_full_fine_tuning_trains_only_the_unfrozen_parts(keys, expected):
+    assert trained_parts(built(finetuning_type="full", **keys)) == expected
+
+
+def test_lora_never_wraps_the_vision_tower_unless_asked():
+    plain = built(finetuning_type="lora")
+    wrapped = [name for name, _ in plain.named_modules() if name.endswith("lora_A")]
+    assert wrapped and not any(".visual." in name for name in wrapped)
+    assert trained_parts(plain) == {"tower": False, "projector": False, "language": True}
+    tower = built(finetuning_type="lora", freeze_vision_tower=False)
+    assert any(".visual.blocks." in name for name, _ in tower.named_modules() if name.endswith("lora_A"))
+    projector = built(finetuning_type="lora", freeze_multi_modal_projector=False)
+    assert trained_parts(projector)["projector"]  # trained whole, saved with the adapter (modules_to_save)
+
+
+def test_freezing_everything_is_refused():
+    with pytest.raises(ConfigError, match="nothing would train"):
+        built(finetuning_type="full", freeze_language_model=True)
+
+
+def test_packing_is_refused_for_vision_models():
+    from tuneforge.model.kernels import plan
+    from tuneforge.model.load import load_model_config
+
+    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused", "packing": True})
+    with pytest.raises(ConfigError, match="packing: true is not supported for vision-language models"):
+        plan(cfg, "cpu", load_model_config(cfg.model))
+    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused"})
+    assert not plan(cfg, "cpu", load_model_config(cfg.model)).padding_free  # padded batches, said in the log
+
+
+def test_a_vision_family_we_do_not_train_is_one_line(tmp_path, tiny_tokenizer):
+    from transformers import LlavaConfig
+
+    folder = tmp_path / "llava"
+    LlavaConfig().save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    config = write_yaml(tmp_path / "c.yaml", model_name_or_path=str(folder), dataset="identity", template="qwen")
+    assert_one_error_line(run_cli("data", "check", str(config)), "model type llava", "does not train yet",
+                          "supported: qwen2_vl, qwen2_5_vl, qwen3_vl")
