@@ -116,3 +116,15 @@ def test_data_check_flags_unfilled_placeholders(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     warned = [line for line in out.splitlines() if "placeholder" in line]
     assert len(warned) == 1 and "{{author}}" in warned[0] and "set identity_author" in warned[0]
+
+
+def test_fsdp_in_one_process_is_no_traceback(tmp_path):
+    """`fsdp: full_shard` pasted into a run that is one process (one device or the CPU): transformers refuses FSDP
+    outside a process group; the run is started as a world of one, so it trains (on a CPU as plain data parallel)."""
+    out = tmp_path / "out"
+    result = run_cli("train", "--model_name_or_path", "tuneforge/tiny", "--do_train", "--dataset", "identity",
+                     "--identity_name", "锻", "--identity_author", "Lab", "--template", "qwen3_nothink",
+                     "--cutoff_len", "64", "--max_steps", "1", "--output_dir", str(out), "--fsdp", "full_shard",
+                     cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").is_file()

@@ -37,7 +37,7 @@ def launch_elsewhere(cfg: RunConfig, argv: list[str], train_fn: Callable[..., An
         note(f"torchrun: {plan.nproc_per_node} processes on each of {plan.nnodes} node(s) (this one: node "
              f"{plan.node_rank}), meeting at {plan.master_addr}:{plan.master_port}")
         return torchrun.run_torchrun([*plan.args(), "-m", "tuneforge", *argv])
-    if cfg.dist.deepspeed is not None:
+    if cfg.dist.deepspeed is not None or cfg.dist.fsdp:  # fsdp: the Trainer refuses it outside a process group
         torchrun.single_process_env(env)
     return None
 
