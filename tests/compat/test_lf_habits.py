@@ -54,10 +54,11 @@ def test_the_config_is_found_among_flags(tmp_path):
 
 def test_llamaboard_preview_command_trains_with_flags_only(tmp_path):
     """LlamaBoard's "preview command" with llamafactory-cli replaced by tuneforge (the tiny model swapped in);
-    the identity set without identity_name/identity_author trains as written, with one warning naming both."""
+    the identity set without identity_name/identity_author trains as written, with one warning naming both; the
+    qwen template (Qwen2.5's default system) differs from the tiny model's own: said once."""
     out = tmp_path / "saves" / "tiny" / "lora" / "train_1"
     result = run_cli("train", "--stage", "sft", "--do_train", "True", "--model_name_or_path", "tuneforge/tiny",
-                     "--preprocessing_num_workers", "1", "--finetuning_type", "lora", "--template", "qwen3_nothink",
+                     "--preprocessing_num_workers", "1", "--finetuning_type", "lora", "--template", "qwen",
                      "--flash_attn", "auto", "--dataset_dir", "data", "--dataset", "identity", "--cutoff_len", "64",
                      "--learning_rate", "5e-05", "--num_train_epochs", "3.0", "--max_samples", "8",
                      "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
@@ -70,6 +71,7 @@ def test_llamaboard_preview_command_trains_with_flags_only(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     warned = [line for line in result.stderr.splitlines() if "placeholder" in line]
     assert len(warned) == 1, result.stderr[-3000:]
+    assert result.stderr.count("renders differently from the tokenizer's own chat_template") == 1  # once per run
     assert "identity.json record 0" in warned[0] and "trained as written" in warned[0]
     assert "set identity_name and identity_author" in warned[0]
     assert (out / "adapter_model.safetensors").is_file()

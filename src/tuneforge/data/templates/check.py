@@ -14,9 +14,10 @@ def _snippet(text: str, at: int) -> str:
     return repr(text[max(at - 15, 0):at + 25])
 
 
-# What tokenizers of base models ship when their family has no chat format of its own: plain ChatML, with
-# or without "You are a helpful assistant." (Qwen2.5's base models). Not a format to match: no warning.
-GENERIC_SYSTEMS = ("You are a helpful assistant.", "")
+# What tokenizers of base models ship as a placeholder: plain ChatML with "You are a helpful assistant." as
+# the default system prompt (Qwen2.5's base models). Not a format to match: no warning. (ChatML without a
+# default system is Qwen3-2507's own chat format, so it is not counted as generic.)
+GENERIC_SYSTEMS = ("You are a helpful assistant.",)
 
 
 def _tokenizer_text(tok, probe, system: str | None) -> str | None:
