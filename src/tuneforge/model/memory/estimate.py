@@ -20,6 +20,7 @@ from tuneforge.model.memory.constants import (
 from tuneforge.model.memory.optimizers import extras_terms
 from tuneforge.model.memory.quantized import Quantization, quantized_linears
 from tuneforge.model.memory.shape import Plan, Shape, plan_method
+from tuneforge.model.memory.sharding import Sharding, shard
 
 # --------------------------------------------------------------------------------------------
 # Loss, backward, total
@@ -57,7 +58,8 @@ def _loss(shape: Shape, plan: Plan, tokens: int, final: TapeTensor, fused: bool,
 def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dtype_bytes: int,
                     checkpointing: bool, fused_loss: bool, attention: str = "varlen", autocast: bool = True,
                     liger: bool = False, device: str = "cuda", optimizer_state_bytes: int = 8,
-                    accumulation: int = 1, quantization: Quantization | None = None) -> MemoryEstimate:
+                    accumulation: int = 1, quantization: Quantization | None = None,
+                    sharding: Sharding | None = None) -> MemoryEstimate:
     """Predicted peak memory of one training step.
 
     tokens: tokens of one micro-batch (padding-free; worst case per_device_train_batch_size x
@@ -69,7 +71,7 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     accumulation: gradient_accumulation_steps; above 1 every trainable parameter's fp32 gradient
     stays alive through the next micro-batches' forward and backward (zero_grad runs after the
     optimizer step only). quantization: the base's linear layers load quantized (QLoRA,
-    model/memory/quantized.py)."""
+    model/memory/quantized.py). sharding: one GPU's share of DDP / ZeRO ranks (model/memory/sharding.py)."""
     if attention not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}, not {attention!r}")
     if tokens <= 0:
@@ -107,11 +109,11 @@ def estimate_memory(model_config: Any, method: MethodConfig, *, tokens: int, dty
     if device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + math.ceil(ALLOCATOR_SLACK * (dynamic - grads_live))
     peak = weights + optimizer + dynamic + overhead
-    return MemoryEstimate(params=plan.params, trainable_params=plan.trainable, weights_bytes=weights,
-                          grads_bytes=grads, optimizer_bytes=optimizer, activation_bytes=activation,
-                          loss_bytes=loss, working_bytes=working, overhead_bytes=overhead, peak_bytes=peak,
-                          checkpointing=checkpointing, tokens=tokens, notes=notes, forward_bytes=forward_saved,
-                          resident_grads_bytes=resident)
+    return shard(MemoryEstimate(params=plan.params, trainable_params=plan.trainable, weights_bytes=weights,
+                                grads_bytes=grads, optimizer_bytes=optimizer, activation_bytes=activation,
+                                loss_bytes=loss, working_bytes=working, overhead_bytes=overhead, peak_bytes=peak,
+                                checkpointing=checkpointing, tokens=tokens, notes=notes, forward_bytes=forward_saved,
+                                resident_grads_bytes=resident), sharding, sum(shape.layer_params().values()) * frozen_bytes)
 
 
 def _notes(shape: Shape, plan: Plan, liger: bool) -> list[str]:

@@ -12,6 +12,7 @@ from tuneforge.config.stages import facts
 from tuneforge.model.attention import VARLEN, VARLEN_EAGER
 from tuneforge.model.kernels import fused_loss_wanted, plan
 from tuneforge.model.memory.quantized import Quantization
+from tuneforge.model.memory.sharding import Sharding, world_from_env
 
 DEFAULT_CARD_GIB = 80.0
 # Kept free of what the estimate plans: other processes on the card, NCCL/cuBLAS workspaces that
@@ -88,13 +89,26 @@ def run_settings(cfg: RunConfig, config: Any, tokens: int | None = None) -> dict
     # autocast: accelerate enters it around the model's forward (the chunked loss runs inside it)
     return {"tokens": tokens or worst, "attention": attention, "liger": fast.liger, "fused_loss": fused,
             "autocast": True, "optimizer_state_bytes": state, "padding_free": fast.padding_free,
-            "accumulation": cfg.train.gradient_accumulation_steps, "quantization": Quantization.of(cfg.model)}
+            "accumulation": cfg.train.gradient_accumulation_steps, "quantization": Quantization.of(cfg.model),
+            "sharding": _sharding(cfg)}
+
+
+def _sharding(cfg: RunConfig) -> Sharding:
+    """The ranks and the ZeRO stage the run would have (model/memory/sharding.py)."""
+    import torch
+
+    from tuneforge.config.distributed import read_json_setting
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    ds = cfg.dist.deepspeed
+    return Sharding.of(read_json_setting(ds, "deepspeed", cfg.source or "config") if ds is not None else None,
+                       world_from_env(gpus))
 
 
 def estimate_args(run: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of estimate_memory / choose_checkpointing from run_settings."""
     keys = ("tokens", "fused_loss", "attention", "autocast", "liger", "optimizer_state_bytes", "accumulation",
-            "quantization")
+            "quantization", "sharding")
     return {**{k: run[k] for k in keys}, "dtype_bytes": 2}  # a CUDA run trains in bf16 (fp16 without bf16)
 
 
