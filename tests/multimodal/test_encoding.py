@@ -33,11 +33,24 @@ PROBES = [
 SIZES = [(56, 56), (77, 131), (200, 90), (40, 40)]  # exact, odd, downscaled by max_pixels, upscaled by min_pixels
 
 
-@pytest.fixture(scope="module")
-def template():
-    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused", "cutoff_len": 4096})
+# the tiny model of each family -> the processor class whose expansion is the reference
+FAMILIES = {"tuneforge/tiny-qwen2-vl": "Qwen2VLProcessor", "tuneforge/tiny-qwen3-vl": "Qwen3VLProcessor"}
+
+
+def bound_template(model: str):
+    cfg, _ = load(base={"model_name_or_path": model, "output_dir": "unused", "cutoff_len": 4096})
     processor, data = vision_data(cfg.model, cfg.data)
     return template_for(data, load_tokenizer(cfg.model), processor), cfg.data
+
+
+@pytest.fixture(scope="module")
+def template():
+    return bound_template("tuneforge/tiny-qwen2-vl")
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    return request.param, bound_template(request.param)
 
 
 def images_for(tmp_path: Path, count: int) -> list[str]:
@@ -49,11 +62,11 @@ def images_for(tmp_path: Path, count: int) -> list[str]:
     return paths
 
 
-def processor_ids(template, turns, system, paths) -> list[int]:
+def processor_ids(template, turns, system, paths, processor_class: str = "Qwen2VLProcessor") -> list[int]:
     """The reference: the tokenizer's chat template on OpenAI-style content parts, then the processor's own
     expansion (Qwen2VLProcessor.replace_image_token with the image processor's grid), then the tokenizer."""
+    import transformers
     from PIL import Image
-    from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
     messages = [{"role": "system", "content": system}] if system else []
     for role, text in turns:
@@ -66,20 +79,21 @@ def processor_ids(template, turns, system, paths) -> list[int]:
     grid = processor(images=[Image.open(p) for p in paths], return_tensors="pt") if paths else None
     fake = SimpleNamespace(image_processor=processor, image_token="<|image_pad|>")
     pieces = text.split("<|image_pad|>")
-    joined = pieces[0] + "".join(Qwen2VLProcessor.replace_image_token(fake, grid, i) + rest
+    expand = getattr(transformers, processor_class).replace_image_token
+    joined = pieces[0] + "".join(expand(fake, grid, i) + rest
                                  for i, rest in enumerate(pieces[1:]))
     return template.tokenizer(joined, add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("probe", range(len(PROBES)))
-def test_ids_equal_chat_template_and_processor(template, tmp_path, probe):
-    bound, data = template
+def test_ids_equal_chat_template_and_processor(family, tmp_path, probe):
+    model, (bound, data) = family
     turns, system = PROBES[probe]
     paths = images_for(tmp_path, sum(text.count("<image>") for _, text in turns))
     example = Example(messages=[Message(r, t) for r, t in turns], system=system, images=paths, source="probe")
     out = batch_encoder(bound, "sft", data)({k: [v] for k, v in example_row(example).items()})
     # the processor's rendering ends with the last answer's newline suffix, as ours does
-    assert out["input_ids"][0] == processor_ids(bound, turns, system, paths)
+    assert out["input_ids"][0] == processor_ids(bound, turns, system, paths, FAMILIES[model])
     assert out["image_hw"][0] == [side for p in paths for side in bound.images.size_for(*_hw(p))]
 
 

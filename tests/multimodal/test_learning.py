@@ -122,3 +122,13 @@ def test_lora_on_the_language_model_trains(squares, tmp_path):
     assert losses[-1] < losses[0] * 0.6, losses
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["exclude_modules"] and "visual" in config["exclude_modules"]
+
+
+def test_qwen3_vl_trains(squares, tmp_path):
+    """The Qwen3-VL family (16-pixel patches, deepstack mergers) through the same path: its loss falls."""
+    from e2e.helpers import log_lines
+
+    out = train_vl(tmp_path, squares, model_name_or_path="tuneforge/tiny-qwen3-vl", finetuning_type="full",
+                   learning_rate=0.006, max_steps=12, logging_steps=4)
+    losses = [row["loss"] for row in log_lines(out) if "loss" in row]
+    assert losses[-1] < losses[0] * 0.6, losses

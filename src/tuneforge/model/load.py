@@ -13,7 +13,7 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import QUANTIZATION_BITS, ModelConfig, TrainConfig
 from tuneforge.model.hub import hub_endpoint, modelscope_folder, use_modelscope
 from tuneforge.model.tiny import TINY_NAME
-from tuneforge.model.tiny_vl import TINY_VL_NAME
+from tuneforge.model.tiny_vl import TINY_VL_NAMES
 
 
 def resolve_model_path(name: str) -> str:
@@ -22,10 +22,10 @@ def resolve_model_path(name: str) -> str:
         from tuneforge.model import tiny
 
         return str(tiny.ensure())
-    if name == TINY_VL_NAME:
+    if name in TINY_VL_NAMES:
         from tuneforge.model import tiny_vl
 
-        return str(tiny_vl.ensure())
+        return str(tiny_vl.ensure(TINY_VL_NAMES[name]))
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():

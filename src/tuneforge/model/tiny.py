@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 TINY_NAME = "tuneforge/tiny"
@@ -114,15 +115,20 @@ def save_model_dir(model, tokenizer, out: Path) -> Path:
     return out
 
 
-def ensure() -> Path:
-    """The cached tiny model folder, built on first use (a few seconds)."""
+def cached(name: str, build_into: Callable[[Path], Path], marker: str = "config.json") -> Path:
+    """The folder `name` in the model cache, written by `build_into(folder)` when its `marker` file is missing."""
     from tuneforge.data.dataset import cache_root
 
-    path = cache_root() / "models" / f"tiny-{_key()}"
-    if not (path / "config.json").is_file():
+    path = cache_root() / "models" / name
+    if not (path / marker).is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        build(path)
+        build_into(path)
     return path
+
+
+def ensure() -> Path:
+    """The cached tiny model folder, built on first use (a few seconds)."""
+    return cached(f"tiny-{_key()}", build)
 
 
 if __name__ == "__main__":  # python -m tuneforge.model.tiny [OUT_DIR]
