@@ -90,3 +90,25 @@ def test_bad_launch_variables_are_one_line(tmp_path):
     path = write_yaml(tmp_path / "train.yaml", **{**BASE, "output_dir": str(tmp_path / "out")})
     result, _ = run(tuneforge("train", str(path)), NNODES="2", NODE_RANK="2")
     assert_one_error_line(result, "NODE_RANK is 2 but NNODES is 2")
+
+
+def test_sigterm_to_the_launcher_saves_one_checkpoint_and_exits_75(tmp_path):
+    """The web UI's Stop (SIGTERM to `tuneforge train`, the process that started torchrun) reaches every rank; they
+    agree on the step, save it once and the run exits 75 with one line saying how to resume."""
+    import signal
+    import time
+
+    path, out = config(tmp_path, max_steps=30)
+    process = start(tuneforge("train", str(path)), FORCE_TORCHRUN="1", NPROC_PER_NODE="2",
+                    TUNEFORGE_TEST_STEP_DELAY="0.5")
+    log = out / "trainer_log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.is_file() and log.read_text(encoding="utf-8").strip()):
+        time.sleep(0.5)  # until the first step is logged: training is under way on both ranks
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 75, stderr[-4000:]
+    saved = [p for p in out.iterdir() if p.name.startswith("checkpoint-")]
+    assert len(saved) == 1 and (saved[0] / "tuneforge_complete.json").is_file()
+    assert stderr.count("SIGTERM received") == 1 and stderr.count("resume with: tuneforge train") == 1
+    assert "Traceback" not in stderr

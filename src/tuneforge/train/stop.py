@@ -102,8 +102,9 @@ class StopSignals:
         if not self.deferring:
             raise Interrupted(signum, self.when)
         self.received = signum
-        os.write(2, f"\ntuneforge: {signal_name(signum)} received: saving a checkpoint when this step ends "
-                    "(send it again to abort at once)\n".encode())
+        if os.environ.get("RANK", "0") == "0":  # every rank of a multi-process run gets the signal: rank 0 says it
+            os.write(2, f"\ntuneforge: {signal_name(signum)} received: saving a checkpoint when this step ends "
+                        "(send it again to abort at once)\n".encode())
 
 
 _ACTIVE: list[StopSignals] = []
