@@ -100,7 +100,7 @@ CASES = [
          config={"model_name_or_path": "./no/such/model"}),
     Case("misspelt_key", ("train.yaml", "unknown key 'learning_rat'", "did you mean 'learning_rate'"),
          config={"learning_rat": 1e-4}),
-    Case("lf_key_unsupported", ("train.yaml", "'pissa_init'", "not support"), config={"pissa_init": True}),
+    Case("lf_key_unsupported", ("train.yaml", "'shift_attn'", "not support"), config={"shift_attn": True}),
     Case("unsupported_stage", ("train.yaml", "no stage 'simpo'", "pref_loss: simpo"), config={"stage": "simpo"}),
     Case("negative_lora_rank", ("train.yaml", "'lora_rank'", "greater than 0", "-1"), config={"lora_rank": -1}),
     Case("finetuning_type_qlora", ("train.yaml", "'finetuning_type'", "'qlora'", "lora"),

@@ -56,13 +56,13 @@ def test_misspelt_key_suggests_the_right_one():
 
 
 def test_known_but_unsupported_lf_keys_say_so():
-    with pytest.raises(ConfigError, match="'pissa_init' is a LLaMA-Factory key tuneforge does not support yet"):
-        cfg_of(pissa_init=True)
+    with pytest.raises(ConfigError, match="'shift_attn' is a LLaMA-Factory key tuneforge does not support yet"):
+        cfg_of(shift_attn=True)
     with pytest.raises(ConfigError, match="there is no stage 'orpo'; use stage: dpo with pref_loss: orpo"):
         cfg_of(stage="orpo")
     with pytest.raises(ConfigError, match="'stage': must be 'sft', 'pt', 'rm', 'dpo'"):
         cfg_of(stage="sft2")
-    cfg_of(packing=False, pissa_init=False)  # switched off: accepted
+    cfg_of(packing=False, shift_attn=False)  # switched off: accepted
 
 
 def test_invalid_values_name_the_key():
