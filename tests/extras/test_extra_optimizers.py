@@ -30,6 +30,25 @@ def test_loraplus_b_matrices_get_ratio_times_the_learning_rate(tmp_path, data):
     assert losses[-1] < losses[0]
 
 
+def test_loraplus_embedding_adapters_get_loraplus_lr_embedding(tmp_path, tiny_path):
+    """tuneforge's lora_target puts adapters on linear layers only; on a model whose embedding carries a LoRA
+    adapter (made with peft directly), loraplus_lr_embedding is that adapter's learning rate."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.train.optimizers import build_optimizer
+
+    cfg, trainer = build(tmp_path, loraplus_lr_ratio=8, loraplus_lr_embedding=3e-6)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_path),
+                           LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
+    optimizer = build_optimizer(cfg.method, model, trainer.args)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    embedding = [lr_of[id(p)] for n, p in model.named_parameters() if "embed_tokens.lora_embedding" in n]
+    b = [lr_of[id(p)] for n, p in model.named_parameters() if "q_proj.lora_B" in n]
+    assert len(embedding) == 2 and embedding == pytest.approx([3e-6] * 2)
+    assert b and b == pytest.approx([8 * trainer.args.learning_rate] * len(b))
+
+
 def test_loraplus_is_refused_without_lora(tmp_path):
     with pytest.raises(ConfigError, match="loraplus_lr_ratio is for finetuning_type: lora"):
         config(tmp_path, loraplus_lr_ratio=16, **FULL)

@@ -15,7 +15,8 @@ class MethodExtras(BaseModel):
     loraplus_lr_ratio: float | None = Field(None, gt=0,
         description="LoRA+: the B matrices learn this many times faster than learning_rate (e.g. 16; empty: off)")
     loraplus_lr_embedding: float = Field(1e-6, gt=0,
-        description="LoRA+: the learning rate of LoRA adapters on embedding layers")
+        description="LoRA+: the learning rate of LoRA adapters on embedding layers (e.g. in an adapter loaded with "
+                    "adapter_name_or_path; lora_target adds adapters to linear layers only)")
     # PiSSA (peft's init_lora_weights="pissa" / "pissa_niter_N")
     pissa_init: bool = Field(False,
         description="PiSSA: start the adapter from the weights' principal singular vectors (converges faster)")
