@@ -67,3 +67,12 @@ def test_pissa_needs_lora(tmp_path):
 
     with pytest.raises(ConfigError, match="pissa_init is for finetuning_type: lora"):
         config(tmp_path, pissa_init=True, finetuning_type="freeze")
+
+
+def test_pissa_is_refused_where_the_reference_is_the_adapter_switched_off(tmp_path):
+    from extras.helpers import config
+    from tuneforge.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pissa_init: stage dpo uses the model with its adapter switched off"):
+        config(tmp_path, pissa_init=True, stage="dpo")
+    config(tmp_path, pissa_init=True, stage="dpo", pref_loss="orpo")  # no reference model: accepted

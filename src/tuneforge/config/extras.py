@@ -77,9 +77,9 @@ class MethodExtras(BaseModel):
 OPTIMIZER_SWITCHES = ("use_galore", "use_apollo", "use_badam", "use_muon", "use_adam_mini")
 
 
-def check_extras(method: Any, train: Any) -> str | None:
+def check_extras(method: Any, train: Any, pref: Any) -> str | None:
     """What is wrong with the extras in this config (one line), or None. `method` is a MethodConfig,
-    `train` a TrainConfig."""
+    `train` a TrainConfig, `pref` a PreferenceConfig."""
     on = [key for key in OPTIMIZER_SWITCHES if getattr(method, key)]
     if method.loraplus_lr_ratio is not None:
         on.append("loraplus_lr_ratio")
@@ -88,6 +88,11 @@ def check_extras(method: Any, train: Any) -> str | None:
     lora_only = [k for k in ("loraplus_lr_ratio", "pissa_init") if getattr(method, k) not in (None, False)]
     if lora_only and method.finetuning_type != "lora":
         return f"{lora_only[0]} is for finetuning_type: lora (not {method.finetuning_type})"
+    reference = method.stage in ("kto", "ppo", "grpo", "rloo") or (method.stage == "dpo" and
+                                                                  pref.pref_loss not in ("orpo", "simpo"))
+    if method.pissa_init and reference and method.finetuning_type == "lora" and pref.ref_model is None:
+        return (f"pissa_init: stage {method.stage} uses the model with its adapter switched off as the reference, "
+                "which under PiSSA is the residual of the base, not the base; use plain LoRA (or set ref_model)")
     full_only = [k for k in ("use_galore", "use_apollo", "use_badam") if getattr(method, k)]
     if full_only and method.finetuning_type == "lora":
         return (f"{full_only[0]} trains full weights with a memory-saving optimizer; use finetuning_type: full "

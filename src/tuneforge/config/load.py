@@ -311,7 +311,7 @@ def _check_consistency(cfg: RunConfig, where: str) -> None:
     _check_quantization(cfg, where)
     _check_data_scale(cfg, where)
     check_distributed(cfg, where)  # deepspeed / fsdp files and package
-    if (extras_problem := check_extras(cfg.method, cfg.train)) is not None:  # LoRA+, GaLore, BAdam, ...
+    if (extras_problem := check_extras(cfg.method, cfg.train, cfg.pref)) is not None:  # LoRA+, GaLore, BAdam, ...
         raise ConfigError(f"{where}: {extras_problem}")
 
 
