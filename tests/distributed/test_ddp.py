@@ -29,8 +29,8 @@ def assert_same_training(out, reference, tol=1e-5):
 
 def test_force_torchrun_two_ranks_train_as_one_process(tmp_path, reference):
     """FORCE_TORCHRUN=1 NPROC_PER_NODE=2 tuneforge train: the loss is not doubled, the ranks cooperate, each note
-    and the summary come once, one set of output files."""
-    path, out = config(tmp_path)
+    and the summary come once, one set of output files (in a Chinese-named folder, from a Chinese-named config)."""
+    path, out = config(tmp_path, name="训练.yaml", out="输出")
     result, seconds = run(tuneforge("train", str(path)), FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
     check(result)
     side_by_side("force_torchrun", losses(out), [r["loss"] for r in reference], seconds)
