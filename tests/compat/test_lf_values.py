@@ -170,3 +170,19 @@ def test_hf_endpoint_is_where_models_are_fetched(tmp_path):
     line = assert_one_error_line(result, "someorg/model", alone=False)
     assert endpoint in line
     assert any("someorg/model" in path for path in _NotFound.paths), _NotFound.paths
+
+
+def test_hub_tokens_and_no_op_keys_are_answered(monkeypatch):
+    """hf_hub_token is used (as HF_TOKEN) and never stored; keys with nothing to do say so; others are refused."""
+    import os
+
+    monkeypatch.setenv("HF_TOKEN", "put back after the test")  # so that monkeypatch removes what load() sets
+    monkeypatch.delenv("HF_TOKEN")
+    cfg, notes = load(base={**BASE, "hf_hub_token": "hf_secret", "low_cpu_mem_usage": True,
+                            "print_param_status": True})
+    assert os.environ["HF_TOKEN"] == "hf_secret" and "hf_secret" not in str(cfg.flat())
+    assert notes == ["'low_cpu_mem_usage' has no effect: transformers 5 always loads weights without a second copy "
+                     "in memory",
+                     "'print_param_status' has no effect: tuneforge prints the trainable and total parameter counts"]
+    with pytest.raises(ConfigError, match="'ms_hub_token' is a LLaMA-Factory key.*modelscope login"):
+        load(base={**BASE, "ms_hub_token": "x"})

@@ -39,6 +39,11 @@ LF_UNSUPPORTED: dict[str, str] = {
     "ld_alpha": "LD-DPO length desensitisation is planned", "pref_bco_weight": "BCO weighting is planned",
     # evaluation extras
     "compute_accuracy": "token accuracy metrics are planned",
+    "ms_hub_token": "log in once with `modelscope login` (modelscope keeps the token)",
+    "om_hub_token": "the Modelers hub is not supported; download the model and give its folder",
+    "offload_folder": "offloading weights to disk is not supported", "adapter_folder": "give adapter_name_or_path",
+    "vllm_config": "use vllm_maxlen, vllm_gpu_util, vllm_enforce_eager and vllm_max_lora_rank",
+    "use_dft_loss": "the DFT loss is planned", "use_kt": "KTransformers is not planned",
     **{f"swanlab_{k}": f"set SWANLAB_{k.upper()} in the environment (transformers' swanlab logger reads it; "
                       "use_swanlab: true or report_to: swanlab turns the logger on)"
        for k in ("project", "workspace", "mode", "api_key", "logdir")},

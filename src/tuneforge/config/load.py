@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import enum
 import functools
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ COMPAT_ONLY = {
     "disable_version_check": "has no effect: tuneforge declares the library versions it was tested with "
                              "in its package metadata and never checks them at run time",
     "ddp_timeout_minutes": "has no effect; use transformers' ddp_timeout (seconds)",
+    "low_cpu_mem_usage": "has no effect: transformers 5 always loads weights without a second copy in memory",
+    "print_param_status": "has no effect: tuneforge prints the trainable and total parameter counts",
 }
 # Values of TrainingArguments' enum-typed keys that every supported transformers accepts; any
 # other value is checked against the installed transformers.
@@ -189,7 +192,7 @@ def _renamed(flat: dict[str, Any], where: str, notes: list[str]) -> dict[str, An
 
 def _lf_values(flat: dict[str, Any], where: str) -> None:
     """What LLaMA-Factory's web UI and docs write, in our words: `booster`, `flash_attn: flashattn2`,
-    `use_swanlab` (in place)."""
+    `use_swanlab`, `hf_hub_token` (in place)."""
     booster = flat.pop("booster", None)
     if booster not in (None, False, "auto", "none"):
         if str(booster) not in BOOSTERS:
@@ -199,6 +202,9 @@ def _lf_values(flat: dict[str, Any], where: str) -> None:
     for (key, value), meant in VALUE_ALIASES.items():
         if flat.get(key) == value:
             flat[key] = meant
+    token = flat.pop("hf_hub_token", None)
+    if token:  # the hub library reads HF_TOKEN; kept out of the config so training_args.yaml never holds it
+        os.environ.setdefault("HF_TOKEN", str(token))
     if flat.pop("use_swanlab", False):
         reporters = [r for r in split_list(flat.get("report_to")) or [] if r != "none"]
         flat["report_to"] = list(dict.fromkeys([*reporters, "swanlab"]))
