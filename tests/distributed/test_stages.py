@@ -1,5 +1,6 @@
 """Stages other than sft under several processes: KTO's KL term (its pairs are made across the dataset, the KL mean
-gathered over ranks) trains as one process does; PPO's hand-written loop refuses to run as several ranks."""
+gathered over ranks) and the reward model train as one process does; PPO's hand-written loop refuses to run as
+several ranks."""
 
 from __future__ import annotations
 
@@ -7,20 +8,30 @@ import pytest
 
 from distributed.helpers import check, config, losses, one_process, run, side_by_side, steps, tuneforge
 
-KTO = dict(stage="kto", dataset="kto_demo", max_samples=12, learning_rate=5e-3, max_steps=3, pref_beta=0.1)
+STAGES = {
+    # KTO: the KL estimate is each rank's batch mean of mismatched pairs, gathered over the ranks
+    "kto": (dict(stage="kto", dataset="kto_demo", max_samples=12, learning_rate=5e-3, max_steps=3, pref_beta=0.1),
+            ("loss", "kl", "rewards/margins")),
+    # rm: a reward model (value head on the causal LM) on chosen/rejected pairs
+    "rm": (dict(stage="rm", dataset="preference_demo", max_samples=16, learning_rate=5e-3, max_steps=3),
+           ("loss", "accuracy", "margin")),
+}
 
 
 @pytest.mark.slow
-def test_kto_two_ranks_equal_one_process(tmp_path):
-    reference = one_process(tmp_path / "one", **KTO)
-    path, out = config(tmp_path, **KTO)
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_preference_stages_with_two_ranks_equal_one_process(tmp_path, stage):
+    keys, logged = STAGES[stage]
+    reference = one_process(tmp_path / "one", **keys)
+    path, out = config(tmp_path, **keys)
     result, seconds = run(tuneforge("train", str(path)), FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
     check(result)
-    side_by_side("kto", losses(out), [r["loss"] for r in reference], seconds)
+    side_by_side(stage, losses(out), [r["loss"] for r in reference], seconds)
     ours = steps(out)
-    for key in ("loss", "kl", "rewards/margins"):
+    for key in logged:
         assert [r[key] for r in ours] == pytest.approx([r[key] for r in reference], abs=1e-5), key
-    assert any(r["kl"] > 0 for r in ours)  # the KL term moved once the policy left its reference
+    if stage == "kto":
+        assert any(r["kl"] > 0 for r in ours)  # the KL term moved once the policy left its reference
 
 
 def test_ppo_refuses_several_processes_in_one_line(monkeypatch):
