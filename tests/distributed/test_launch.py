@@ -133,3 +133,23 @@ def test_fsdp_on_a_cpu_says_it_is_plain_data_parallel(tmp_path):
     cfg, _ = _load(fsdp="full_shard auto_wrap", fsdp_config={"version": 2})
     assert any("plain data parallel" in text for text in engine_notes(cfg, "cpu"))
     assert engine_notes(cfg, "cuda") == []
+
+
+def test_shipped_zero_configs_work_from_any_folder(tmp_path, monkeypatch):
+    """examples/deepspeed/ holds LLaMA-Factory's file names; the package ships the same files, so a config's
+    `deepspeed: examples/deepspeed/ds_z3_config.json` works outside a checkout too (with a note)."""
+    from pathlib import Path
+
+    from tuneforge.config.distributed import PRESETS, zero_stage
+    from tuneforge.launch.entry import engine_notes
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "deepspeed"
+    names = sorted(p.name for p in examples.glob("*.json"))
+    assert names == ["ds_z0_config.json", "ds_z2_config.json", "ds_z2_offload_config.json", "ds_z3_config.json",
+                     "ds_z3_offload_config.json"]
+    for name in names:
+        assert (PRESETS / name).read_bytes() == (examples / name).read_bytes(), name
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = _load(deepspeed="examples/deepspeed/ds_z2_offload_config.json")
+    assert Path(cfg.dist.deepspeed) == PRESETS / "ds_z2_offload_config.json" and zero_stage(cfg.dist) == 2
+    assert "tuneforge's own copy" in engine_notes(cfg, "cpu")[0]

@@ -15,6 +15,9 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import DistConfig, RunConfig
 from tuneforge.textfile import TextProblem, parse_json, read_text
 
+# LLaMA-Factory's ZeRO config names, shipped with the package (examples/deepspeed/ holds the same files): a
+# `deepspeed: examples/deepspeed/ds_z3_config.json` line works from any folder, as in a LLaMA-Factory checkout
+PRESETS = Path(__file__).parent / "deepspeed"
 SHIPPED = "examples/deepspeed/ (ds_z0_config.json, ds_z2_config.json, ds_z2_offload_config.json, ds_z3_config.json, " \
           "ds_z3_offload_config.json)"
 
@@ -65,6 +68,8 @@ def check_distributed(cfg: RunConfig, where: str) -> None:
         read_json_setting(d.fsdp_config, "fsdp_config", where)
     if d.deepspeed is None:
         return
+    if isinstance(d.deepspeed, str) and not Path(d.deepspeed).is_file() and (PRESETS / Path(d.deepspeed).name).is_file():
+        d.deepspeed = str(PRESETS / Path(d.deepspeed).name)  # a shipped name, not in this folder: the package's copy
     ds = read_json_setting(d.deepspeed, "deepspeed", where)
     stage = ds.get("zero_optimization", {}).get("stage", 0) if isinstance(ds.get("zero_optimization", {}), dict) else None
     if str(stage) not in ("0", "1", "2", "3"):

@@ -99,6 +99,13 @@ def join_deepspeed(cfg: RunConfig) -> None:
 
 def engine_notes(cfg: RunConfig, device: str) -> list[str]:
     """What the multi-process settings will really do on this machine, said before anything loads."""
+    from pathlib import Path
+
+    from tuneforge.config.distributed import PRESETS
+
+    ds = cfg.dist.deepspeed
+    if isinstance(ds, str) and Path(ds).parent == PRESETS:
+        return [f"deepspeed: {Path(ds).name} is tuneforge's own copy ({ds})"]
     if cfg.dist.fsdp and device == "cpu":
         # accelerate turns FSDP on only on accelerators: on a CPU the Trainer runs the same ranks as plain DDP
         return ["fsdp: FSDP shards the model on GPUs only; on this CPU the run is plain data parallel (every rank "
