@@ -130,3 +130,15 @@ def test_fsdp_in_one_process_is_no_traceback(tmp_path):
                      cwd=tmp_path)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_a_streamed_dataset_with_placeholders_says_so_once(tmp_path, caplog):
+    import logging
+
+    from e2e.helpers import train
+
+    with caplog.at_level(logging.INFO, logger="tuneforge"):
+        train(tmp_path, streaming=True, max_steps=2, identity_name=None, identity_author=None, cutoff_len=64,
+              plot_loss=False)
+    warned = [r.message for r in caplog.records if "placeholder" in r.message]
+    assert len(warned) == 1 and "trained as written" in warned[0], caplog.text[-3000:]

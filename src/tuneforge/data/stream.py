@@ -11,6 +11,7 @@ refuses streaming without it), and `val_size` is a number of samples taken from 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +62,10 @@ def stream_datasets(data: DataConfig, template: BoundTemplate, stage: str, *, se
     for spec in resolve(data.dataset or [], data.dataset_dir):
         check_stage_fits(spec, stage)
         parts.append(_stream(spec, data, stage))
+        peek = LoadReport()  # placeholders left in the first records: said once, before training
+        for _ in itertools.islice(iter_examples(spec, data, stage, peek), 20):
+            pass
+        report.warnings += peek.warnings
     stream = mix_datasets(parts, data.mix_strategy, data.interleave_probs, seed)
     held_out = None
     if data.val_size and not data.eval_dataset:  # eval_dataset comes first, as without streaming
