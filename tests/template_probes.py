@@ -43,7 +43,7 @@ TEMPLATE_FAMILY = {
     "qwen": "qwen", "qwen3": "qwen", "qwen3_nothink": "qwen", "chatml": "chatml-bos", "llama3": "llama3",
     "llama2": "llama2", "mistral": "mistral", "gemma": "gemma", "phi": "phi", "deepseek3": "deepseek",
     "deepseekr1": "deepseek", "glm4": "glm4", "alpaca": "alpaca", "default": "tiny", "empty": "tiny",
-    "qwen2_vl": "qwen", "qwen3_vl": "qwen", "qwen3_vl_nothink": "qwen",
+    "qwen2_vl": "qwen", "qwen3_vl": "qwen", "qwen3_vl_nothink": "qwen", "llava": "tiny",
 }
 
 

@@ -34,7 +34,8 @@ SIZES = [(56, 56), (77, 131), (200, 90), (40, 40)]  # exact, odd, downscaled by 
 
 
 # the tiny model of each family -> the processor class whose expansion is the reference
-FAMILIES = {"tuneforge/tiny-qwen2-vl": "Qwen2VLProcessor", "tuneforge/tiny-qwen3-vl": "Qwen3VLProcessor"}
+FAMILIES = {"tuneforge/tiny-qwen2-vl": "Qwen2VLProcessor", "tuneforge/tiny-qwen3-vl": "Qwen3VLProcessor",
+            "tuneforge/tiny-llava": "LlavaProcessor"}
 
 
 def bound_template(model: str):
@@ -76,6 +77,14 @@ def processor_ids(template, turns, system, paths, processor_class: str = "Qwen2V
         messages.append({"role": role, "content": parts})
     text = template.tokenizer.apply_chat_template(messages, tokenize=False)
     processor = template.images.processor
+    if processor_class == "LlavaProcessor":  # LLaVA's processor builds without torchvision: the real call
+        from transformers import LlavaProcessor
+
+        llava = LlavaProcessor(processor, template.tokenizer, patch_size=processor.patch_size,
+                               vision_feature_select_strategy=processor.vision_feature_select_strategy,
+                               num_additional_image_tokens=processor.num_additional_image_tokens)
+        images = [Image.open(p) for p in paths] or None
+        return llava(text=text, images=images)["input_ids"][0]
     grid = processor(images=[Image.open(p) for p in paths], return_tensors="pt") if paths else None
     fake = SimpleNamespace(image_processor=processor, image_token="<|image_pad|>")
     pieces = text.split("<|image_pad|>")
@@ -95,6 +104,14 @@ def test_ids_equal_chat_template_and_processor(family, tmp_path, probe):
     # the processor's rendering ends with the last answer's newline suffix, as ours does
     assert out["input_ids"][0] == processor_ids(bound, turns, system, paths, FAMILIES[model])
     assert out["image_hw"][0] == [side for p in paths for side in bound.images.size_for(*_hw(p))]
+    if model == "tuneforge/tiny-llava":  # one fixed size: the processor's pixel values for the original files
+        from PIL import Image
+
+        pictures = [(px, h, w) for px, (h, w) in zip(out["images"][0], zip(*[iter(out["image_hw"][0])] * 2))]
+        ours = bound.images.pixel_inputs(pictures)["pixel_values"] if pictures else None
+        if ours is not None:
+            reference = bound.images.processor(images=[Image.open(p) for p in paths], return_tensors="pt")
+            assert (ours - reference["pixel_values"]).abs().max().item() == 0
 
 
 def _hw(path: str) -> tuple[int, int]:

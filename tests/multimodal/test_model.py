@@ -70,11 +70,21 @@ def test_packing_is_refused_for_vision_models():
 
 
 def test_a_vision_family_we_do_not_train_is_one_line(tmp_path, tiny_tokenizer):
-    from transformers import LlavaConfig
+    from transformers import LlavaNextConfig
 
-    folder = tmp_path / "llava"
-    LlavaConfig().save_pretrained(folder)
+    folder = tmp_path / "llava_next"
+    LlavaNextConfig().save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     config = write_yaml(tmp_path / "c.yaml", model_name_or_path=str(folder), dataset="identity", template="qwen")
-    assert_one_error_line(run_cli("data", "check", str(config)), "model type llava", "does not train yet",
-                          "supported: qwen2_vl, qwen2_5_vl, qwen3_vl")
+    assert_one_error_line(run_cli("data", "check", str(config)), "model type llava_next", "does not train yet",
+                          "supported: qwen2_vl, qwen2_5_vl, qwen3_vl, llava")
+
+
+def test_llava_lora_stays_off_its_clip_tower():
+    """CLIP's attention has q_proj/k_proj/v_proj like the language model: the names alone would wrap it."""
+    model = built(model_name_or_path="tuneforge/tiny-llava", finetuning_type="lora")
+    wrapped = [name for name, _ in model.named_modules() if name.endswith("lora_A")]
+    assert any("language_model" in name and "q_proj" in name for name in wrapped)
+    assert not any("vision_tower" in name or "multi_modal_projector" in name for name in wrapped)
+    tower = built(model_name_or_path="tuneforge/tiny-llava", finetuning_type="lora", freeze_vision_tower=False)
+    assert any("vision_tower" in name for name, _ in tower.named_modules() if name.endswith("lora_A"))

@@ -99,7 +99,8 @@ class VisionCollator:
                          for i, pixels in enumerate(feature.get("images") or [])]
         batch = self.text([{key: feature[key] for key in ("input_ids", "labels") if key in feature}
                            for feature in features])
-        batch["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()
+        if self.images.token_types:
+            batch["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()
         if pictures:
             batch.update(self.images.pixel_inputs(pictures))
         return batch

@@ -92,7 +92,7 @@ def check_text_only(examples: list[Example], template: BoundTemplate, stage: str
             why = f"images are supported for stage sft, not {stage}"
         elif template.vision is None:
             why = (f"template '{template.name}' is a text template; use a vision template (qwen2_vl, qwen3_vl, "
-                   "qwen3_vl_nothink) with a vision model")
+                   "qwen3_vl_nothink, llava) with a vision model")
         else:
             why = f"model has no image processor (preprocessor_config.json) for template '{template.name}'"
         raise DataError(f"has {what}, but {why}", source=example.source)

@@ -26,6 +26,7 @@ from tuneforge.config.errors import DataError
 
 # Image processors whose resize rule we reproduce (the class name's start: Fast, Pil and slow variants).
 QWEN_PROCESSORS = ("Qwen2VLImageProcessor",)
+CROP_PROCESSORS = ("LlavaImageProcessor", "CLIPImageProcessor")
 THREADS = min(8, os.cpu_count() or 1)
 
 
@@ -60,6 +61,7 @@ class ImagePlan:
     processor: Any
     min_pixels: int
     max_pixels: int
+    token_types: bool = True  # the model's forward wants mm_token_type_ids (Qwen-VL's 3-D rope positions)
 
     @property
     def patch(self) -> int:
@@ -72,8 +74,8 @@ class ImagePlan:
     def key(self) -> str:
         """What the cached pixels depend on (the tokenized cache's key includes it)."""
         settings = {k: v for k, v in self.processor.to_dict().items() if not k.startswith("_")}
-        return json.dumps([type(self.processor).__name__, settings, self.min_pixels, self.max_pixels],
-                          sort_keys=True, default=str)
+        return json.dumps([type(self.processor).__name__, settings, self.min_pixels, self.max_pixels,
+                           getattr(self, "image_tokens", None)], sort_keys=True, default=str)
 
     def bounded(self, height: int, width: int) -> tuple[int, int]:
         """LLaMA-Factory's first step: an image outside [image_min_pixels, image_max_pixels] scaled (aspect kept)
@@ -128,13 +130,63 @@ class ImagePlan:
         return dict(out)
 
 
+@dataclass(frozen=True)
+class CropPlan(ImagePlan):
+    """CLIP-style processors (LLaVA): every picture padded/resized/cropped to one size by the processor itself
+    (run without rescale and normalise, which leaves uint8 pixels), costing the model's fixed `image_tokens`."""
+
+    image_tokens: int = 0
+    token_types: bool = False  # LLaVA's forward takes no mm_token_type_ids
+
+    @property
+    def patch(self) -> int:
+        return 1
+
+    def size_for(self, height: int, width: int, where: str = "") -> tuple[int, int]:
+        crop = self.processor.crop_size
+        return int(crop["height"]), int(crop["width"])
+
+    def tokens_for(self, height: int, width: int) -> int:
+        return self.image_tokens
+
+    def picture(self, path: Any, where: str) -> Picture:
+        from PIL import Image
+
+        image = open_image(path, where) if isinstance(path, (str, os.PathLike)) else path.convert("RGB")
+        height, width = self.bounded(image.height, image.width)
+        if (height, width) != (image.height, image.width):
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+        pixels = self.processor(images=[image], do_rescale=False, do_normalize=False, return_tensors="np")
+        array = pixels["pixel_values"][0].transpose(1, 2, 0).astype("uint8")
+        return Picture(array.tobytes(), array.shape[0], array.shape[1], self.image_tokens)
+
+    def pixel_inputs(self, pictures: list[tuple[bytes, int, int]]) -> dict[str, Any]:
+        import numpy as np
+
+        arrays = [np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3) for pixels, height, width in pictures]
+        out = self.processor(images=arrays, do_pad=False, do_resize=False, do_center_crop=False, return_tensors="pt")
+        return {"pixel_values": out["pixel_values"]}
+
+
+def crop_tokens(processor: Any) -> int:
+    """Image tokens per picture of a CLIP-style processor, counted as LlavaProcessor counts them: patches of the
+    crop, plus the vision tower's extra tokens (CLS), minus one when the model drops CLS ("default" strategy).
+    model/vision.py sets those three facts of the model's config on the processor."""
+    crop = processor.crop_size
+    tokens = (crop["height"] // processor.patch_size) * (crop["width"] // processor.patch_size)
+    tokens += processor.num_additional_image_tokens
+    return tokens - 1 if processor.vision_feature_select_strategy == "default" else tokens
+
+
 def image_plan(processor: Any, min_pixels: int, max_pixels: int) -> ImagePlan:
     """The plan for a loaded image processor; processors whose resize rule is not reproduced here are refused
-    in one line naming what is supported."""
+    in one line naming those that are."""
     name = type(processor).__name__
-    if not name.startswith(QWEN_PROCESSORS):
-        raise DataError(f"image processor {name} is not supported for training on images (supported: the "
-                        "Qwen2-VL / Qwen2.5-VL / Qwen3-VL image processors)")
     if min_pixels > max_pixels:
         raise DataError(f"image_min_pixels {min_pixels} is above image_max_pixels {max_pixels}")
-    return ImagePlan(processor, min_pixels, max_pixels)
+    if name.startswith(QWEN_PROCESSORS):
+        return ImagePlan(processor, min_pixels, max_pixels)
+    if name.startswith(CROP_PROCESSORS) and getattr(processor, "patch_size", None):
+        return CropPlan(processor, min_pixels, max_pixels, image_tokens=crop_tokens(processor))
+    raise DataError(f"image processor {name} is not supported for training on images (supported: the Qwen2-VL / "
+                    "Qwen2.5-VL / Qwen3-VL image processors, and LLaVA's)")

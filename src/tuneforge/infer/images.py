@@ -40,6 +40,7 @@ def image_inputs(template: Any, messages: list[Message], system: str | None, too
     ids = torch.tensor([prompt_with_images(template, text, pictures)] * n)
     pixels = plan.pixel_inputs([(p.pixels, p.height, p.width) for p in pictures] * n)
     token = image_token_id(template.tokenizer, template.vision.image_token)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == token).int(),
-             **pixels}
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **pixels}
+    if plan.token_types:  # Qwen-VL's 3-D rope positions
+        batch["mm_token_type_ids"] = (ids == token).int()
     return {key: value.to(device) for key, value in batch.items()}

@@ -19,8 +19,24 @@ from pathlib import Path
 from typing import Any
 
 TINY_VL_NAME = "tuneforge/tiny-qwen2-vl"
-TINY_VL_NAMES = {TINY_VL_NAME: "qwen2_vl", "tuneforge/tiny-qwen3-vl": "qwen3_vl"}
+TINY_VL_NAMES = {TINY_VL_NAME: "qwen2_vl", "tuneforge/tiny-qwen3-vl": "qwen3_vl", "tuneforge/tiny-llava": "llava"}
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+LLAVA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+                "detailed, and polite answers to the user's questions.")
+# LLaVA-1.5's vicuna format (as LLaMA-Factory's llava template writes it), images where their parts are
+LLAVA_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}{{- '" + LLAVA_SYSTEM.replace("'", "\\'") + " ' -}}"
+    "{%- endif -%}"
+    "{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}{%- endif -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<image>' -}}{%- else -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- if message['role'] == 'system' -%}{{- ' ' -}}{%- elif message['role'] == 'user' -%}{{- ' ASSISTANT:' -}}"
+    "{%- else -%}{{- eos_token -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
 
 
 def chat_template(default_system: str) -> str:
@@ -58,6 +74,12 @@ ARCHS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any],
                       temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64,
                       deepstack_visual_indexes=[1]),
                  dict(min_pixels=64 * 64, max_pixels=128 * 128, patch_size=16), ""),
+    # a 28x28 CLIP tower of 14-pixel patches: 4 patches + CLS, CLS dropped ("default") -> 4 image tokens
+    "llava": ("LlavaConfig", "LlavaForConditionalGeneration",
+              {"model_type": "qwen2", "head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}},
+              dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                   num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32),
+              dict(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}), LLAVA_SYSTEM),
 }
 BUILD_VERSION = "1"
 
@@ -65,7 +87,8 @@ BUILD_VERSION = "1"
 def _key(arch: str) -> str:
     from tuneforge.model import tiny
 
-    spec = {"text": TEXT, "arch": ARCHS[arch], "template": chat_template(ARCHS[arch][5]), "version": BUILD_VERSION,
+    template = LLAVA_TEMPLATE if arch == "llava" else chat_template(ARCHS[arch][5])
+    spec = {"text": TEXT, "arch": ARCHS[arch], "template": template, "version": BUILD_VERSION,
             "tiny": tiny.ensure().name}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -76,16 +99,20 @@ def build(out_dir: str | Path, arch: str = "qwen2_vl") -> Path:
     import torch
     import transformers
     from transformers import AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from tuneforge.model import tiny
 
     config_class, model_class, text_extra, vision, pixels, system = ARCHS[arch]
     tokenizer = AutoTokenizer.from_pretrained(tiny.ensure())
-    tokenizer.add_tokens(VISION_TOKENS, special_tokens=True)
-    tokenizer.chat_template = chat_template(system)
-    ids = dict(zip(("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"),
-                   tokenizer.convert_tokens_to_ids(VISION_TOKENS)))
+    if arch == "llava":
+        tokenizer.add_tokens(["<image>"], special_tokens=True)
+        tokenizer.chat_template = LLAVA_TEMPLATE
+        ids: dict[str, Any] = {"image_token_index": tokenizer.convert_tokens_to_ids("<image>")}
+    else:
+        tokenizer.add_tokens(VISION_TOKENS, special_tokens=True)
+        tokenizer.chat_template = chat_template(system)
+        ids = dict(zip(("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"),
+                       tokenizer.convert_tokens_to_ids(VISION_TOKENS)))
     text = {**TEXT, **text_extra, "vocab_size": len(tokenizer), "bos_token_id": None,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     config = getattr(transformers, config_class)(text_config=text, vision_config=vision, tie_word_embeddings=True,
@@ -93,9 +120,20 @@ def build(out_dir: str | Path, arch: str = "qwen2_vl") -> Path:
     config.dtype = "float32"
     torch.manual_seed(0)
     out = tiny.save_model_dir(getattr(transformers, model_class)(config), tokenizer, Path(out_dir))
-    Qwen2VLImageProcessorPil(merge_size=vision["spatial_merge_size"], temporal_patch_size=vision["temporal_patch_size"],
-                             **pixels).save_pretrained(out)
+    image_processor(arch, vision, pixels).save_pretrained(out)
     return out
+
+
+def image_processor(arch: str, vision: dict[str, Any], pixels: dict[str, Any]) -> Any:
+    """The PIL image processor of a tiny `arch` (no torchvision needed)."""
+    if arch == "llava":
+        from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+        return LlavaImageProcessorPil(**pixels)
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(merge_size=vision["spatial_merge_size"],
+                                    temporal_patch_size=vision["temporal_patch_size"], **pixels)
 
 
 def ensure(arch: str = "qwen2_vl") -> Path:

@@ -30,6 +30,8 @@ FAMILIES: dict[str, VisionParts] = {
     "qwen2_vl": _QWEN_VL,
     "qwen2_5_vl": _QWEN_VL,
     "qwen3_vl": VisionParts(_QWEN_VL.tower, _QWEN_VL.projector, template="qwen3_vl_nothink"),
+    "llava": VisionParts(tower=r"(^|\.)vision_tower\.", projector=r"(^|\.)multi_modal_projector(\.|$)",
+                         template="llava"),
 }
 
 
@@ -109,13 +111,19 @@ def load_image_processor(m: ModelConfig) -> Any:
 
     from tuneforge.model.load import hub_errors, load_model_config, resolve_model_path
 
-    if vision_parts(load_model_config(m)) is None:
+    config = load_model_config(m)
+    if vision_parts(config) is None:
         return None
 
     with hub_errors("image processor", m.model_name_or_path):
-        return AutoImageProcessor.from_pretrained(resolve_model_path(m.model_name_or_path),
-                                                  trust_remote_code=m.trust_remote_code, revision=m.model_revision,
-                                                  cache_dir=m.cache_dir)
+        processor = AutoImageProcessor.from_pretrained(resolve_model_path(m.model_name_or_path),
+                                                       trust_remote_code=m.trust_remote_code,
+                                                       revision=m.model_revision, cache_dir=m.cache_dir)
+    if config.model_type == "llava":  # what LlavaProcessor knows, for data/media.py's token count
+        processor.patch_size = config.vision_config.patch_size
+        processor.num_additional_image_tokens = int(config.vision_config.model_type == "clip_vision_model")  # CLS
+        processor.vision_feature_select_strategy = config.vision_feature_select_strategy
+    return processor
 
 
 def vision_data(m: ModelConfig, data: DataConfig) -> tuple[Any, DataConfig]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tuneforge.data.templates.base import Template
 from tuneforge.data.templates.tools import GENERIC_TOOLS, QWEN_TOOLS
-from tuneforge.data.templates.vision import QWEN_VL
+from tuneforge.data.templates.vision import LLAVA, QWEN_VL
 
 _CHATML_USER = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
 _QWEN_OBS = "<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
@@ -47,6 +47,11 @@ _add(Template(name="qwen3_vl", thinking="qwen3", vision=QWEN_VL,
 _add(Template(name="qwen3_vl_nothink", vision=QWEN_VL, aliases=("qwen3_vl_instruct",),
               notes="Qwen3-VL instruct models: chatml, no default system; <image> -> the picture's image tokens",
               **_QWEN))
+_add(Template(name="llava", prefix="{bos}", system="{content} ", user="USER: {content} ASSISTANT:",
+              assistant="{content}{eos}", function="{content}{eos}", stop_words=("{eos}",), always_system=True,
+              default_system="A chat between a curious user and an artificial intelligence assistant. The assistant "
+                             "gives helpful, detailed, and polite answers to the user's questions.",
+              vision=LLAVA, notes="LLaVA-1.5 (vicuna format); <image> -> the picture's image tokens"))
 _add(Template(name="chatml", prefix="{bos}", user=_CHATML_USER, assistant="{content}<|im_end|>",
               function="{content}<|im_end|>", suffix="\n",
               system="<|im_start|>system\n{content}<|im_end|>\n", stop_words=("<|im_end|>",), strip=True,

@@ -22,3 +22,4 @@ class VisionStyle:
 
 QWEN_VL = VisionStyle("Qwen2-VL / Qwen2.5-VL / Qwen3-VL", "<|vision_start|><|image_pad|><|vision_end|>",
                       "<|image_pad|>")
+LLAVA = VisionStyle("LLaVA-1.5", IMAGE, IMAGE)  # the model's own token is <image>: written as it is
