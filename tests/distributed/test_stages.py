@@ -1,12 +1,11 @@
 """Stages other than sft under several processes: KTO's KL term (its pairs are made across the dataset, the KL mean
-gathered over ranks) and the reward model train as one process does; PPO's hand-written loop refuses to run as
-several ranks."""
+gathered over ranks), the reward model and the hand-written PPO loop train as one process does."""
 
 from __future__ import annotations
 
 import pytest
 
-from distributed.helpers import check, config, losses, one_process, run, side_by_side, steps, tuneforge
+from distributed.helpers import BASE, check, config, losses, one_process, run, side_by_side, steps, tuneforge
 
 STAGES = {
     # KTO: the KL estimate is each rank's batch mean of mismatched pairs, gathered over the ranks
@@ -34,15 +33,26 @@ def test_preference_stages_with_two_ranks_equal_one_process(tmp_path, stage):
         assert any(r["kl"] > 0 for r in ours)  # the KL term moved once the policy left its reference
 
 
-def test_ppo_refuses_several_processes_in_one_line(monkeypatch):
-    from tuneforge.config.errors import ConfigError
-    from tuneforge.config.load import load
-    from tuneforge.stages.registry import get_stage
+@pytest.mark.slow
+def test_ppo_two_ranks_equal_one_process(tmp_path):
+    """The hand-written PPO loop as two ranks: each rolls out half the step's prompts, the update is global (averaged
+    gradients, whitening, score statistics and the adaptive KL over both halves), so with greedy answers it trains
+    what one process trains on the whole batch (two mini-batches accumulated into one optimizer step)."""
+    from conftest import write_yaml
+    from tuneforge.cli.train import run_train
 
-    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny", "stage": "ppo", "do_train": True, "dataset": "identity",
-                        "reward_model": "some/reward", "output_dir": "out", "finetuning_type": "lora"})
-    stage = get_stage("ppo")
-    assert stage.one_process  # tuneforge train never launches it as several ranks
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="stage ppo trains in one process, not 2"):
-        stage.check(cfg)
+    rm_out = tmp_path / "rm"
+    run_train(write_yaml(tmp_path / "rm.yaml", **{**BASE, "stage": "rm", "dataset": "preference_demo", "max_samples": 8,
+                                                    "max_steps": 2, "learning_rate": 5e-3, "output_dir": str(rm_out)}), [])
+    ppo = dict(stage="ppo", dataset="identity", reward_model=str(rm_out), max_steps=3, ppo_epochs=2, cutoff_len=64,
+               max_new_tokens=8, do_sample=False, learning_rate=5e-3, ppo_buffer_size=1, per_device_train_batch_size=2)
+    reference = one_process(tmp_path / "one", **ppo, gradient_accumulation_steps=2)
+    path, out = config(tmp_path, **ppo)
+    result, seconds = run(tuneforge("train", str(path)), FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
+    check(result)
+    side_by_side("ppo", losses(out), [r["loss"] for r in reference], seconds)
+    ours = steps(out)
+    assert [r["current_steps"] for r in ours] == [1, 2, 3]
+    for key in ("loss", "reward", "kl", "kl_coef", "grad_norm", "response_length"):
+        assert [r[key] for r in ours] == pytest.approx([r[key] for r in reference], abs=1e-4), key
+    assert (out / "value_head.safetensors").is_file() and (out / "adapter_model.safetensors").is_file()

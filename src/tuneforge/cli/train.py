@@ -79,17 +79,15 @@ def run_train(config_path: str | Path | None, overrides: list[str]) -> None:
         finish(run, result)
 
 
-def launched(cfg: RunConfig, config_path: Path, overrides: list[str]) -> bool:
+def launched(cfg: RunConfig, config_path: str | Path | None, overrides: list[str]) -> bool:
     """True when the run was started as several processes from here (launch/: torchrun on N GPUs or as the
     environment says, Ray with USE_RAY=1) and has ended; a failed rank's line is printed, its exit code kept."""
     import sys
 
     from tuneforge.launch.entry import launch_elsewhere
-    from tuneforge.stages.registry import get_stage
 
     argv = ["train", *([str(config_path)] if config_path else []), *overrides]
-    outcome = launch_elsewhere(cfg, argv, run_train, config_path, overrides,
-                               one_process=get_stage(cfg.method.stage).one_process)
+    outcome = launch_elsewhere(cfg, argv, run_train, config_path, overrides)
     if outcome is None:
         return False
     if outcome.message:
@@ -254,11 +252,13 @@ def build(run: Setup) -> tuple[Setup, Any]:
 
     from transformers import set_seed
 
+    from tuneforge.launch.entry import join_deepspeed
     from tuneforge.model import kernels
     from tuneforge.model.adapters import count_parameters
 
     cfg = run.cfg
     set_seed(cfg.train.seed)
+    join_deepspeed(cfg)  # ZeRO-3 shards the weights as they load
     model = run.stage.build_model(cfg, run.precision, run.fast.attn_implementation)
     run = dataclasses.replace(run, fast=kernels.settle_loss(run.fast, cfg, model))
     trainable, total = count_parameters(model)

@@ -13,20 +13,15 @@ from tuneforge.launch.torchrun import Outcome
 from tuneforge.log import note
 
 
-def launch_elsewhere(cfg: RunConfig, argv: list[str], train_fn: Callable[..., Any], *args: Any,
-                     one_process: bool = False) -> Outcome | None:
+def launch_elsewhere(cfg: RunConfig, argv: list[str], train_fn: Callable[..., Any], *args: Any) -> Outcome | None:
     """None: train in this process (alone, or as a rank a launcher started). Otherwise the outcome of the run
     started from here: torchrun on `argv` (`train CONFIG ...`), or Ray Train calling `train_fn(*args)` in each
-    worker (USE_RAY=1). `one_process`: the stage trains in one process only (several GPUs: it uses the first)."""
+    worker (USE_RAY=1)."""
     env = os.environ
     gpus = torchrun.visible_gpus()
     if not gpus:  # DeepSpeed (imported by the Trainer when installed) probes for accelerators and warns on every rank
         env.setdefault("DS_ACCELERATOR", "cpu")
     if torchrun.under_launcher(env):
-        return None
-    if one_process:
-        if gpus > 1:
-            note(f"stage {cfg.method.stage} trains in one process: using the first of {gpus} GPUs")
         return None
     if torchrun.enabled(env, "USE_RAY"):
         from tuneforge.launch.ray import run_with_ray

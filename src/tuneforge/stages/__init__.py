@@ -49,7 +49,6 @@ class Stage(Protocol):
     """What `tuneforge train` needs of a stage."""
 
     name: str
-    one_process: bool  # trains in one process only: never launched as several ranks (launch/)
 
     def check(self, cfg: RunConfig) -> None:
         """Refuse settings that contradict each other; reads no weights and no data."""
@@ -77,7 +76,6 @@ class StageDef:
     train: Callable[[StageContext], StageResult]
     checks: Callable[[RunConfig], object] | None = None
     model: Callable[[RunConfig, Precision, str | None], Any] = causal_lm
-    one_process: bool = False
 
     def check(self, cfg: RunConfig) -> None:
         from tuneforge.train.optimizers import check_ready

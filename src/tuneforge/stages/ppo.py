@@ -33,6 +33,7 @@ every other stage (train/stop.py).
 from __future__ import annotations
 
 import math
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -42,9 +43,9 @@ import torch
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
-from tuneforge.log import world_size
 from tuneforge.model.load import Precision
 from tuneforge.stages import StageContext, StageDef, StageResult, causal_lm
+from tuneforge.stages.ppo_ranks import Ranks
 
 # PPO constants (the values of the original RLHF setups, as trl's former PPO trainer used them).
 CLIP_RANGE = 0.2  # policy ratio clipped to [1 - c, 1 + c]
@@ -58,10 +59,6 @@ def check(cfg: RunConfig) -> None:
     """What PPO needs, checked before any weights load."""
     from tuneforge.model.reward import check_reward_model
 
-    if world_size() > 1:
-        raise ConfigError(f"stage ppo trains in one process, not {world_size()}: its rollout-and-update loop does not "
-                          "share gradients between processes yet; run it without torchrun (tuneforge train starts "
-                          "it on one GPU where there are several)")
     if cfg.method.finetuning_type != "lora":
         raise ConfigError(f"stage ppo supports finetuning_type lora only (got {cfg.method.finetuning_type}): the "
                           "reference model is the policy with its adapter disabled; full or freeze would need a "
@@ -190,6 +187,7 @@ class PPO:
         if self.sample:
             self.gen_kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
         self.kl = AdaptiveKL(self.cfg.pref.ppo_target)
+        self.ranks = Ranks()  # several processes: stages/ppo_ranks.py
         self.score_stats = RunningMoments()
         p = ctx.precision
         half = torch.bfloat16 if p.bf16 else torch.float16
@@ -226,7 +224,7 @@ class PPO:
 
     def assign_rewards(self, batch: list[Rollout]) -> None:
         """Per-token rewards (KL penalty + score on the last token), then advantages and returns."""
-        scores = torch.cat([ro.scores for ro in batch])
+        scores = self.ranks.gather(torch.cat([ro.scores for ro in batch]))
         if self.cfg.pref.ppo_score_norm:
             self.score_stats.update(scores)
         for ro in batch:
@@ -237,12 +235,13 @@ class PPO:
             last = ro.mask.sum(1).long() - 1
             rewards[torch.arange(len(last)), last] += score.to(rewards.device)
             ro.rewards = rewards * ro.mask
+        whitened = self.ranks.whiten if self.ranks.on else whiten  # over every rank's batch
         if self.cfg.pref.ppo_whiten_rewards:
-            for ro, rewards in zip(batch, whiten([r.rewards for r in batch], [r.mask for r in batch], False)):
+            for ro, rewards in zip(batch, whitened([r.rewards for r in batch], [r.mask for r in batch], False)):
                 ro.rewards = rewards
         for ro in batch:
             ro.advantages, ro.returns = gae(ro.rewards, ro.values, ro.mask)
-        for ro, adv in zip(batch, whiten([r.advantages for r in batch], [r.mask for r in batch])):
+        for ro, adv in zip(batch, whitened([r.advantages for r in batch], [r.mask for r in batch])):
             ro.advantages = adv
 
     # ------------------------------------------------------------------ update
@@ -273,6 +272,7 @@ class PPO:
                 for key, value in parts.items():
                     stats.setdefault(key, []).append(value)
                 if (i + 1) % accum == 0 or i + 1 == len(batch):
+                    self.ranks.average_gradients(params)
                     self.scaler.unscale_(optimizer)
                     if self.args.max_grad_norm and self.args.max_grad_norm > 0:
                         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm)))
@@ -283,7 +283,7 @@ class PPO:
         out = {key: sum(values) / len(values) for key, values in stats.items()}
         if grad_norms:
             out["grad_norm"] = sum(grad_norms) / len(grad_norms)
-        return out
+        return self.ranks.mean(out, self.device)
 
 
 def _progress() -> Any:
@@ -369,12 +369,12 @@ def _step(ppo: PPO, chosen: list[list[int]], optimizer: Any, scheduler: Any, par
     model.train()
     ppo.assign_rewards(batch)
     stats = ppo.update(batch, optimizer, scheduler, params)
-    kl = torch.cat([(ro.logprobs - ro.ref_logprobs).sum(1) for ro in batch]).mean().item()
-    ppo.kl.update(kl, len(chosen))
-    scores = torch.cat([ro.scores for ro in batch])
+    kls = ppo.ranks.gather(torch.cat([(ro.logprobs - ro.ref_logprobs).sum(1) for ro in batch]))  # every rank's
+    ppo.kl.update(kls.mean().item(), len(kls))
+    scores = ppo.ranks.gather(torch.cat([ro.scores for ro in batch]))
     return {**stats, "learning_rate": scheduler.get_last_lr()[0], "reward": scores.mean().item(),
-            "reward_std": scores.std(unbiased=False).item(), "kl": kl, "kl_coef": ppo.kl.value,
-            "response_length": torch.cat([ro.mask.sum(1) for ro in batch]).mean().item()}
+            "reward_std": scores.std(unbiased=False).item(), "kl": kls.mean().item(), "kl_coef": ppo.kl.value,
+            "response_length": ppo.ranks.gather(torch.cat([ro.mask.sum(1) for ro in batch])).mean().item()}
 
 
 @dataclass
@@ -421,7 +421,9 @@ def _loop(ctx: StageContext, ppo: PPO, training: Training, state: Any, prompts: 
     callbacks = [JsonlLogCallback(args.output_dir), _progress()]
     log_every = _every(args.logging_steps, total)
     save_every = _every(args.save_steps, total) if getattr(args.save_strategy, "value", None) == "steps" else 0
-    batches = _prompt_batches(prompts, per_step, args.seed)
+    ranks = ppo.ranks
+    state.is_world_process_zero = state.is_local_process_zero = ranks.rank == 0  # rank 0 logs
+    batches = _prompt_batches(prompts, per_step * ranks.world, args.seed)  # the global batch; each rank its share
     seen = 0
     for _ in range(state.global_step):  # a resumed run: the prompts those steps used
         _, seen = next(batches)
@@ -432,7 +434,7 @@ def _loop(ctx: StageContext, ppo: PPO, training: Training, state: Any, prompts: 
         started, first = time.time(), state.global_step
         for step in range(first + 1, total + 1):
             chosen, seen = next(batches)
-            logs = _step(ppo, chosen, training.optimizer, training.scheduler, training.params)
+            logs = _step(ppo, ranks.share(chosen), training.optimizer, training.scheduler, training.params)
             training.losses.append(logs["loss"])
             state.global_step, state.epoch = step, seen / len(prompts)
             for cb in callbacks:
@@ -442,21 +444,24 @@ def _loop(ctx: StageContext, ppo: PPO, training: Training, state: Any, prompts: 
                                           "epoch": round(state.epoch, 4), "step": step})
                 for cb in callbacks:
                     cb.on_log(args, state, control, logs=logs)
-            signalled = stops is not None and stops.received is not None
+            signalled = ranks.any(stops is not None and stops.received is not None, ppo.device)
             if step < total and (signalled or save_every and step % save_every == 0):
-                checkpoint = save_checkpoint(ctx, ppo, training, state)
+                checkpoint = save_checkpoint(ctx, ppo, training, state) if ranks.rank == 0 else None
+                ranks.barrier()
                 if signalled:
                     callbacks[1].on_train_end(args, state, control)  # close the progress bar
-                    raise stop.TrainingStopped(stops.received, step, total, str(checkpoint), state.log_history)
+                    raise stop.TrainingStopped((stops and stops.received) or signal.SIGTERM, step, total,
+                                               str(checkpoint or f"{args.output_dir}/checkpoint-{step}"),
+                                               state.log_history)
         for cb in callbacks:
             cb.on_train_end(args, state, control)
-        result = _finish(ctx, ppo.model, state, training.losses, seen - seen_before, time.time() - started, first)
+        result = _finish(ctx, ppo, state, training.losses, seen - seen_before, time.time() - started, first)
         if stops is not None and stops.received is not None:
             raise stop.TrainingStopped(stops.received, total, total, "", state.log_history, finished=True)
     return result
 
 
-def _finish(ctx: StageContext, model: PolicyWithValue, state: Any, losses: list[float], seen: int,
+def _finish(ctx: StageContext, ppo: PPO, state: Any, losses: list[float], seen: int,
             runtime: float, step: int = 0) -> StageResult:
     """The final files. `seen` prompts and the steps after `step` are this process's (a resumed run's
     speed counts only its own steps)."""
@@ -468,8 +473,10 @@ def _finish(ctx: StageContext, model: PolicyWithValue, state: Any, losses: list[
                "train_runtime": round(runtime, 4), "train_steps_per_second": round((total - step) / runtime, 3),
                "train_samples_per_second": round(seen / runtime, 3), "reward": rewards[-1],
                "reward_first": rewards[0], "kl": state.log_history[-1]["kl"], "total_ppo_steps": total}
-    write_outputs(ctx, model, state, metrics)
+    if ppo.ranks.rank == 0:
+        write_outputs(ctx, ppo.model, state, metrics)
+    ppo.ranks.barrier()
     return StageResult(metrics, None, state.log_history, plot_keys=("loss", "reward", "kl"))
 
 
-STAGE = StageDef("ppo", run, checks=check, model=build_model, one_process=True)
+STAGE = StageDef("ppo", run, checks=check, model=build_model)
