@@ -158,6 +158,9 @@ def run() -> None:
     debug = "--debug" in sys.argv[1:]
     if debug:  # accept --debug anywhere on the line: move it to where typer expects global options
         sys.argv = [sys.argv[0], "--debug"] + [a for a in sys.argv[1:] if a != "--debug"]
+    from tuneforge.cli.flags import rewrite
+
+    sys.argv = [sys.argv[0], *rewrite(sys.argv[1:], app)]  # llamafactory-cli's --key value flags -> key=value
     quiet_libraries()
     from tuneforge.log import to_stderr
 
@@ -168,9 +171,6 @@ def run() -> None:
         app()
     except Interrupted as exc:  # SIGINT/SIGTERM while `train` was not training (train/stop.py)
         print(f"tuneforge: {exc}", file=sys.stderr)
-    from tuneforge.cli.flags import rewrite
-
-    sys.argv = [sys.argv[0], *rewrite(sys.argv[1:], app)]  # llamafactory-cli's --key value flags -> key=value
         raise SystemExit(exc.code) from None
     except TrainingStopped:  # `train` saved the step and printed how to resume
         raise SystemExit(EXIT_STOPPED) from None
