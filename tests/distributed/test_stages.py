@@ -27,8 +27,8 @@ def test_preference_stages_with_two_ranks_equal_one_process(tmp_path, stage):
     check(result)
     side_by_side(stage, losses(out), [r["loss"] for r in reference], seconds)
     ours = steps(out)
-    for key in logged:
-        assert [r[key] for r in ours] == pytest.approx([r[key] for r in reference], abs=1e-5), key
+    for key in logged:  # gathered sums add up in another order: equal to float32 rounding
+        assert [r[key] for r in ours] == pytest.approx([r[key] for r in reference], rel=1e-5, abs=1e-5), key
     if stage == "kto":
         assert any(r["kl"] > 0 for r in ours)  # the KL term moved once the policy left its reference
 
