@@ -1,5 +1,5 @@
 """A LLaMA-Factory user's habits work unchanged: `llamafactory-cli`-style flags, do_train false by default,
-identity placeholders trained as written with one warning."""
+identity placeholders left as written with one warning."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_llamaboard_preview_command_trains_with_flags_only(tmp_path):
     warned = [line for line in result.stderr.splitlines() if "placeholder" in line]
     assert len(warned) == 1, result.stderr[-3000:]
     assert result.stderr.count("renders differently from the tokenizer's own chat_template") == 1  # once per run
-    assert "identity.json record 0" in warned[0] and "trained as written" in warned[0]
+    assert "identity.json record 0" in warned[0] and "left as written" in warned[0]
     assert "set identity_name and identity_author" in warned[0]
     assert (out / "adapter_model.safetensors").is_file()
     trained = json.loads((out / "all_results.json").read_text())
@@ -90,6 +90,9 @@ def test_do_train_defaults_to_false_so_a_predict_config_predicts(tmp_path, monke
     assert code == 0, err
     rows = (out / "generated_predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 2 and "锻" in json.loads(rows[0])["label"]
+    assert "placeholder" not in err
+    code, _, err = run_main(monkeypatch, capsys, "train", str(config), "--identity_author", "null")  # LLaMA-Factory's
+    assert code == 0 and err.count("{{author}} placeholder, left as written") == 1, err  # way: said once
     nothing = write_yaml(tmp_path / "nothing.yaml", **TINY, dataset="identity")
     code, _, err = run_main(monkeypatch, capsys, "train", str(nothing))
     assert code == 2 and err.strip().splitlines() == [err.strip()]
@@ -141,4 +144,4 @@ def test_a_streamed_dataset_with_placeholders_says_so_once(tmp_path, caplog):
         train(tmp_path, streaming=True, max_steps=2, identity_name=None, identity_author=None, cutoff_len=64,
               plot_loss=False)
     warned = [r.message for r in caplog.records if "placeholder" in r.message]
-    assert len(warned) == 1 and "trained as written" in warned[0], caplog.text[-3000:]
+    assert len(warned) == 1 and "left as written" in warned[0], caplog.text[-3000:]

@@ -122,7 +122,7 @@ def test_identity_without_a_name_trains_as_written_with_one_warning():
     examples, report = load_examples(DataConfig(), ["identity"], "sft")
     assert "{{name}}" in str(examples[0].to_dict())
     assert len(report.warnings) == 1
-    assert report.warnings[0].endswith("identity.json record 0: has the {{name}} and {{author}} placeholder, trained "
+    assert report.warnings[0].endswith("identity.json record 0: has the {{name}} and {{author}} placeholder, left "
                                        "as written; set identity_name and identity_author to fill it")
     _, report = load_examples(DataConfig(identity_name="X"), ["identity"], "sft")
     assert len(report.warnings) == 1 and "set identity_author to fill it" in report.warnings[0]

@@ -29,7 +29,7 @@ CONVERTERS = {"alpaca": alpaca.convert, "sharegpt": sharegpt.convert}
 class LoadReport:
     counts: dict[str, int] = field(default_factory=dict)  # dataset -> examples kept
     skipped: list[str] = field(default_factory=list)  # messages of dropped records
-    warnings: list[str] = field(default_factory=list)  # lines to show once (placeholders trained as written)
+    warnings: list[str] = field(default_factory=list)  # lines to show once (placeholders left as written)
 
 
 def fill_placeholders(value: Any, names: dict[str, str]) -> Any:
@@ -46,12 +46,12 @@ def fill_placeholders(value: Any, names: dict[str, str]) -> Any:
 
 
 def placeholder_warning(row: Any, filled: dict[str, str], where: str) -> str:
-    """The line for a record that still holds {{name}}/{{author}}: trained as written (LLaMA-Factory's identity
+    """The line for a record that still holds {{name}}/{{author}}: left as written (LLaMA-Factory's identity
     examples run that way), naming the keys that fill them; "" when none is left."""
     missing = [k for k in ("name", "author") if k not in filled and "{{%s}}" % k in str(row)]
     if not missing:
         return ""
-    return (f"{where}: has the {' and '.join('{{%s}}' % k for k in missing)} placeholder, trained as written; set "
+    return (f"{where}: has the {' and '.join('{{%s}}' % k for k in missing)} placeholder, left as written; set "
             f"{' and '.join('identity_' + k for k in missing)} to fill it")
 
 

@@ -90,6 +90,8 @@ def load_samples(cfg: RunConfig) -> tuple[list[Sample], dict[str, int]]:
     from tuneforge.data.loader import load_examples
 
     examples, report = load_examples(cfg.data, eval_dataset_names(cfg), "sft", seed=cfg.train.seed)
+    for line in report.warnings:  # {{name}}/{{author}} left in: the labels hold them as written
+        note(line)
     samples = []
     for example in examples:
         messages = example.messages
