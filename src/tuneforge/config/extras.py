@@ -49,7 +49,8 @@ class MethodExtras(BaseModel):
     apollo_layerwise: bool = Field(False,
         description="APOLLO: update each weight during the backward pass (less memory; no gradient accumulation)")
     apollo_scale_front: bool = Field(False,
-        description="APOLLO: apply the norm-growth limiter before the gradient scaling")
+        description="APOLLO: the norm-growth limiter before the scaling (transformers' APOLLO AdamW has none: only "
+                    "false is accepted)")
     # BAdam (the badam package: BlockOptimizer / BlockOptimizerRatio)
     use_badam: bool = Field(False, description="BAdam: full fine-tuning that updates one block of layers at a time")
     badam_mode: Literal["layer", "ratio"] = Field("layer",
@@ -101,6 +102,9 @@ def check_extras(method: Any, train: Any, pref: Any) -> str | None:
         return "use_badam picks the trained block itself; it needs finetuning_type: full"
     if method.use_llama_pro and method.finetuning_type == "full":
         return "use_llama_pro trains only the expanded blocks; use finetuning_type: freeze (or lora)"
+    if method.use_apollo and method.apollo_scale_front:
+        return ("apollo_scale_front: the norm-growth limiter exists only in apollo-torch's quantized APOLLO, not in "
+                "the APOLLO AdamW that transformers' apollo_adamw builds; remove it (false)")
     layerwise = [k for k in ("galore_layerwise", "apollo_layerwise") if getattr(method, k)
                  and getattr(method, "use_" + k.split("_")[0])]
     if layerwise and train.gradient_accumulation_steps > 1:

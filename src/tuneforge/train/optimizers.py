@@ -57,8 +57,6 @@ def optimizer_arguments(method: MethodConfig) -> dict[str, Any]:
                     scale=method.apollo_scale, proj=method.apollo_proj, proj_type=method.apollo_proj_type,
                     scale_type=method.apollo_scale_type)
         layerwise = method.apollo_layerwise
-        if method.apollo_scale_front:
-            args["scale_front"] = True  # apollo-torch's norm-growth limiter before scaling
     else:
         return {}
     return {"optim": name + ("_layerwise" if layerwise else ""),
