@@ -66,3 +66,13 @@ def test_a_folder_with_other_files_or_only_incomplete_checkpoints_is_refused(tmp
         check_output_dir(cfg)
     assert check_output_dir(cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"overwrite_output_dir": True})})) is None
+
+
+def test_the_default_folder_is_named_after_the_model_and_method():
+    import re
+
+    from tuneforge.train.outputs import default_output_dir
+
+    made = default_output_dir("/data/模型/通义千问-7B/", "full")
+    assert re.fullmatch(r"saves/通义千问-7B/full/train_\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d", made), made
+    assert default_output_dir("Qwen/Qwen2.5-7B-Instruct", "lora").startswith("saves/Qwen2.5-7B-Instruct/lora/train_")
