@@ -145,6 +145,16 @@ def test_badam_updates_one_block_per_switch_interval(tmp_path, data, mode, order
     assert losses[-1] < losses[0]
 
 
+def test_badam_switch_interval_minus_one_keeps_one_block(tmp_path, data):
+    _, trainer = build(tmp_path, use_badam=True, badam_switch_interval=-1, badam_start_block=1, **FULL)
+    seen = []
+    for _ in range(3):
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        steps(trainer, data, 1)
+        seen.append(_layer_changes(trainer.model, before))
+    assert seen == [{"layers.1"}] * 3
+
+
 def test_badam_ratio_mode_updates_a_share_of_each_weight(tmp_path, data):
     _, trainer = build(tmp_path, use_badam=True, badam_mode="ratio", badam_update_ratio=0.1, **FULL)
     weight = dict(trainer.model.named_parameters())["model.layers.0.mlp.up_proj.weight"]

@@ -58,7 +58,7 @@ class MethodExtras(BaseModel):
     badam_start_block: int | None = Field(None, ge=0, description="BAdam layer mode: the block to start with")
     badam_switch_mode: Literal["ascending", "descending", "random", "fixed"] = Field("ascending",
         description="BAdam layer mode: the order in which blocks take turns")
-    badam_switch_interval: int = Field(50,
+    badam_switch_interval: int = Field(50, ge=-1,
         description="BAdam: optimizer steps before switching to the next block (-1: never switch)")
     badam_update_ratio: float = Field(0.05, gt=0, le=1, description="BAdam ratio mode: the share of weights updated")
     badam_mask_mode: Literal["adjacent", "scatter"] = Field("adjacent",
@@ -102,6 +102,8 @@ def check_extras(method: Any, train: Any, pref: Any) -> str | None:
         return "use_badam picks the trained block itself; it needs finetuning_type: full"
     if method.use_llama_pro and method.finetuning_type == "full":
         return "use_llama_pro trains only the expanded blocks; use finetuning_type: freeze (or lora)"
+    if method.use_badam and method.badam_switch_interval == 0:
+        return "badam_switch_interval must be a number of steps (or -1: never switch), not 0"
     if method.use_apollo and method.apollo_scale_front:
         return ("apollo_scale_front: the norm-growth limiter exists only in apollo-torch's quantized APOLLO, not in "
                 "the APOLLO AdamW that transformers' apollo_adamw builds; remove it (false)")

@@ -150,6 +150,8 @@ def badam(method: MethodConfig, model: Any, args: Any) -> Any:
     import torch
 
     named = [(n, p) for n, p in model.named_parameters()]
+    # -1: never switch (badam itself would switch every step: any step count is a multiple of -1)
+    switch = method.badam_switch_interval if method.badam_switch_interval > 0 else 2**62
     with warnings.catch_warnings():  # BAdam's advice to load fp16/bf16 weights: ours are fp32 master weights
         warnings.simplefilter("ignore")
         if method.badam_mode == "layer":
@@ -157,7 +159,7 @@ def badam(method: MethodConfig, model: Any, args: Any) -> Any:
 
             base = torch.optim.AdamW(decay_groups(named, args.weight_decay), **adam_kwargs(args))
             return BlockOptimizer(base_optimizer=base, named_parameters_list=named, block_prefix_list=None,
-                                  switch_block_every=method.badam_switch_interval,
+                                  switch_block_every=switch,
                                   start_block=method.badam_start_block, switch_mode=method.badam_switch_mode,
                                   verbose=method.badam_verbose)
         from badam import BlockOptimizerRatio
@@ -167,7 +169,7 @@ def badam(method: MethodConfig, model: Any, args: Any) -> Any:
         tied = not any("lm_head" in name for name, _ in named)
 
         return BlockOptimizerRatio(param_groups=decay_groups(named, args.weight_decay), named_parameters_list=named,
-                                   switch_every=method.badam_switch_interval, update_ratio=method.badam_update_ratio,
+                                   switch_every=switch, update_ratio=method.badam_update_ratio,
                                    mask_mode=method.badam_mask_mode, verbose=method.badam_verbose,
                                    include_embedding=False, include_lm_head=tied, **adam_kwargs(args))
 
