@@ -99,6 +99,7 @@ def test_layerwise_with_gradient_accumulation_is_one_line(tmp_path):
     ({"use_galore": True, "use_badam": True, **FULL}, "use_galore and use_badam each choose the optimizer"),
     ({"use_llama_pro": True, **FULL}, "use_llama_pro trains only the expanded blocks"),
     ({"use_apollo": True, "apollo_scale_front": True, **FULL}, "only in apollo-torch's quantized APOLLO"),
+    ({"use_muon": True, "stage": "ppo", "reward_model": "rm", **FULL}, "stage ppo runs its own update loop"),
 ])
 def test_impossible_combinations_are_refused_before_anything_loads(tmp_path, keys, message):
     with pytest.raises(ConfigError, match=message):

@@ -86,6 +86,9 @@ def check_extras(method: Any, train: Any, pref: Any) -> str | None:
         on.append("loraplus_lr_ratio")
     if len(on) > 1:
         return f"{' and '.join(on)} each choose the optimizer; set only one of them"
+    if on and method.stage == "ppo":
+        return (f"{on[0]}: stage ppo runs its own update loop with AdamW; the optimizer extras work with stages sft, "
+                "pt, rm, dpo, kto, grpo and rloo")
     lora_only = [k for k in ("loraplus_lr_ratio", "pissa_init") if getattr(method, k) not in (None, False)]
     if lora_only and method.finetuning_type != "lora":
         return f"{lora_only[0]} is for finetuning_type: lora (not {method.finetuning_type})"
