@@ -27,7 +27,10 @@ def worker(config: dict[str, Any]) -> None:
 
     to_stderr()
     logger.propagate = False
-    config["fn"](*config["args"])
+    try:
+        config["fn"](*config["args"])
+    except TuneforgeError as exc:  # the user's mistake: Ray logs what a worker raises; not the whole stack then
+        raise exc.with_traceback(None) from None
 
 
 def run_with_ray(dist: DistConfig, train_fn: Callable[..., Any], *args: Any) -> Outcome:
