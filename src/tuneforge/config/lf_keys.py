@@ -11,7 +11,6 @@ STAGE_HINTS = {"orpo": "use stage: dpo with pref_loss: orpo", "simpo": "use stag
                "kto_pair": "use stage: kto"}
 
 _QUANT = "a separate bit width for the reference and reward models is planned (quantization_bit loads them quantized too)"
-_MM = "videos in the data are planned (images are supported)"
 _FAST = "tuneforge keeps its own fast path (see enable_liger_kernel, fused_loss)"
 
 LF_UNSUPPORTED: dict[str, str] = {
@@ -31,8 +30,7 @@ LF_UNSUPPORTED: dict[str, str] = {
     "moe_aux_loss_coef": "MoE auxiliary loss settings are planned",
     # data
     "tool_format": "tool formats other than the template's own are planned",
-    "media_dir": "image paths are relative to dataset_dir (or absolute)", "video_max_pixels": _MM,
-    "video_min_pixels": _MM, "video_fps": _MM, "video_maxlen": _MM,
+    "media_dir": "image paths are relative to dataset_dir (or absolute)",
     "eval_on_each_dataset": "per-dataset evaluation is planned",
     # preference / RL
     "ref_model_quantization_bit": _QUANT, "reward_model_quantization_bit": _QUANT,
