@@ -50,7 +50,9 @@ def load_sequence_classifier(path: str, model_cfg: ModelConfig, dtype: Any, *, a
 def merge_adapters(model: Any, paths: list[str], what: str) -> Any:
     """Merge LoRA adapters into a sequence classifier. An SFT (causal LM) adapter applies to the decoder only:
     peft's causal-LM wrapper would expect generation methods the classifier lacks, so it loads as a plain one."""
-    from peft import PeftConfig, PeftModel
+    from peft import PeftConfig
+
+    from tuneforge.model.adapters import open_adapter
 
     for path in paths:
         if not (Path(path).expanduser() / "adapter_config.json").is_file():
@@ -58,7 +60,7 @@ def merge_adapters(model: Any, paths: list[str], what: str) -> Any:
         config = PeftConfig.from_pretrained(path)
         if config.task_type == "CAUSAL_LM":
             config.task_type = None
-        model = PeftModel.from_pretrained(model, path, config=config).merge_and_unload()
+        model = open_adapter(model, path, config=config).merge_and_unload()
     return model
 
 
@@ -116,12 +118,12 @@ def load_reward_model(pref: PreferenceConfig, model_cfg: ModelConfig, precision:
     path = reward_model_path(pref.reward_model or "", pref.reward_model_type)
     dtype = inference_dtype(precision)
     if pref.reward_model_type == "lora":
-        from peft import PeftModel
+        from tuneforge.model.adapters import open_adapter
 
         base = load_sequence_classifier(resolve_model_path(model_cfg.model_name_or_path), model_cfg, dtype,
                                         attn_implementation=attention)
         base = merge_adapters(base, pref.reward_model_adapters or [], "reward_model_adapters")
-        model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+        model = open_adapter(base, str(path)).merge_and_unload()
     else:
         model = load_sequence_classifier(str(path), model_cfg, dtype, attn_implementation=attention,
                                          key="reward_model")
