@@ -186,3 +186,15 @@ def test_hub_tokens_and_no_op_keys_are_answered(monkeypatch):
                      "'print_param_status' has no effect: tuneforge prints the trainable and total parameter counts"]
     with pytest.raises(ConfigError, match="'ms_hub_token' is a LLaMA-Factory key.*modelscope login"):
         load(base={**BASE, "ms_hub_token": "x"})
+
+
+def test_rope_scaling_reaches_reward_models_too(tiny_path):
+    import torch
+
+    from tuneforge.config.schema import ModelConfig
+    from tuneforge.model.reward import load_sequence_classifier
+
+    m = ModelConfig(model_name_or_path=str(tiny_path), rope_scaling="linear", model_max_length=9000)
+    model = load_sequence_classifier(str(tiny_path), m, torch.float32, attn_implementation=None)
+    assert model.config.rope_parameters["factor"] == 3.0 and model.config.num_labels == 1
+    assert model.score.out_features == 1

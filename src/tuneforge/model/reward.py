@@ -44,6 +44,15 @@ def load_sequence_classifier(path: str, model_cfg: ModelConfig, dtype: Any, *, a
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     with hub_errors("reward model", path, key), suppress_seqcls_warning():
+        if model_cfg.rope_scaling:  # as for the causal LM (model/rope.py): the scaled RoPE travels in the config
+            from transformers import AutoConfig
+
+            from tuneforge.model.rope import scale_rope
+
+            kwargs["config"] = AutoConfig.from_pretrained(path, num_labels=kwargs.pop("num_labels"),
+                                                          trust_remote_code=model_cfg.trust_remote_code,
+                                                          cache_dir=model_cfg.cache_dir)
+            scale_rope(kwargs["config"], model_cfg.rope_scaling, model_cfg.model_max_length)
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 
 
