@@ -122,6 +122,19 @@ def test_lora_on_the_language_model_trains(squares, tmp_path):
     assert losses[-1] < losses[0] * 0.6, losses
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["exclude_modules"] and "visual" in config["exclude_modules"]
+    # merged by export, the folder loads with its image processor and answers as base + adapter did
+    from tuneforge.config.load import load
+    from tuneforge.data.example import Message
+    from tuneforge.export.merge import export_model
+    from tuneforge.infer.hf import HFEngine
+
+    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "adapter_name_or_path": str(out),
+                        "export_dir": str(tmp_path / "merged"), "do_sample": False, "max_new_tokens": 5})
+    export_model(cfg)
+    _, image = held_out(seed=6)[0]
+    question = [Message("user", f"<image>{QUESTION}")]
+    with_adapter = HFEngine(cfg.model, cfg.data, cfg.generate).chat(question, images=[image])
+    assert engine_for(tmp_path / "merged").chat(question, images=[image]) == with_adapter
 
 
 def test_qwen3_vl_trains(squares, tmp_path):

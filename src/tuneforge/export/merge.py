@@ -282,6 +282,11 @@ def runtime_files(cfg: RunConfig, plan: ExportPlan, ready: Prepared, stage: Path
             ggufs.append(write_gguf_adapter(Path(plan.adapters[0]), Path(plan.base_path),
                                             stage / "adapter-f32.gguf").name)
     write_modelfile(stage, ready.bound, ready.tokenizer, eos, f"./{ggufs[0]}" if ggufs else ".")
+    from tuneforge.model.vision import load_image_processor
+
+    images = load_image_processor(cfg.model)  # a vision model: the export loads with its image processor
+    if images is not None:
+        images.save_pretrained(stage)
     return ggufs
 
 
