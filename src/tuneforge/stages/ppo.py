@@ -396,6 +396,8 @@ def run(ctx: StageContext) -> StageResult:
     set_seed(args.seed)
     model = _prepare_model(ctx)
     ppo = PPO(ctx, load_reward_scorer(pref, ctx.cfg.model, ctx.template, ctx.precision, ctx.attention))
+    if ppo.ranks.on:  # each rank samples its answers with its own draws (the weights are equal already)
+        torch.manual_seed(args.seed + ppo.ranks.rank)
     prompts = [list(p) for p in ctx.data.train["prompt_ids"]]
     per_step, total, updates = _steps(args, pref, len(prompts))
     training = Training(*_optimizer(model, args, updates))
