@@ -4,8 +4,9 @@
 
 Every row is one `tuneforge train` process on the built-in identity dataset (cutoff_len 256, batch 4,
 learning_rate 1e-3, constant schedule, seed 42), the same number of optimizer steps. Reported per row:
-the Trainer's own train_runtime (the training loop only: no model load, no data encoding) and the
-process wall time, the first and last logged loss. The markdown table goes to stdout (paste it into
+the Trainer's own train_runtime (the training loop only: no model load, no data encoding), the
+process wall time and CPU time (user + system; steadier than wall time on a shared machine), the first and
+last logged loss. The markdown table goes to stdout (paste it into
 RESULTS.md with the machine and its load). LLaMA Pro trains a tiny model expanded by `tuneforge expand`
 (4 layers), so its baseline row is freeze on that same expanded model.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -61,15 +63,22 @@ def run_row(name: str, keys: dict, steps: int, out: Path, expanded: Path) -> dic
     folder.mkdir(parents=True, exist_ok=True)
     path = folder.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     result = tuneforge("train", str(path))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if result.returncode != 0:
         raise SystemExit(f"{name}: tuneforge train failed\n{result.stderr[-2000:]}")
     metrics = json.loads((folder / "train_results.json").read_text())
     logs = [json.loads(line) for line in (folder / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
     losses = [entry["loss"] for entry in logs if "loss" in entry]
-    return {"train_s": metrics["train_runtime"], "wall_s": wall, "first": losses[0], "last": losses[-1]}
+    return {"train_s": metrics["train_runtime"], "wall_s": wall, "cpu_s": cpu, "first": losses[0], "last": losses[-1]}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes: less sensitive than wall time to other
+    work on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -91,12 +100,14 @@ def main() -> None:
     for name in wanted:
         rows[name] = run_row(name, ROWS[name][1], opts.steps, out, expanded)
         print(f"{name}: {rows[name]}", file=sys.stderr)
-    print(f"| method ({opts.steps} steps) | train loop s | vs baseline | process s | loss first -> last |")
-    print("| --- | ---: | ---: | ---: | --- |")
+    print(f"| method ({opts.steps} steps) | train loop s | vs baseline | process wall s | process CPU s | vs baseline "
+          "| loss first -> last |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, row in rows.items():
         base = ROWS[name][0]
-        ratio = f"{row['train_s'] / rows[base]['train_s']:.2f}x {base.split(' ')[0]}" if base in rows else "baseline"
-        print(f"| {name} | {row['train_s']:.1f} | {ratio} | {row['wall_s']:.1f} | "
+        ratio = f"{row['train_s'] / rows[base]['train_s']:.2f}x" if base in rows else "baseline"
+        cpu_ratio = f"{row['cpu_s'] / rows[base]['cpu_s']:.2f}x" if base in rows else "baseline"
+        print(f"| {name} | {row['train_s']:.1f} | {ratio} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {cpu_ratio} | "
               f"{row['first']:.2f} -> {row['last']:.2f} |")
 
 
