@@ -116,6 +116,9 @@ def run_torchrun(args: list[str]) -> Outcome:
 
     # torchrun's agent logs its rendezvous, an OMP_NUM_THREADS warning and each failure several times over
     logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    # on SIGTERM/SIGINT the agent passes the signal on and kills the ranks after this many seconds (torch's own
+    # default is 30): a stopped run's ranks save the step first, and a big model's checkpoint takes longer
+    os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "300")
     try:
         run(parse_args(args))
     except ChildFailedError as exc:
