@@ -176,10 +176,10 @@ def prepare(run: Setup) -> Prepared:
     from tuneforge.data.templates.check import compare_with_tokenizer
     from tuneforge.launch.entry import one_rank_at_a_time
     from tuneforge.model.load import load_tokenizer
+    from tuneforge.model.vision import vision_data
     from tuneforge.train.arguments import training_arguments
 
     cfg = run.cfg
-    from tuneforge.model.vision import vision_data
     tokenizer = load_tokenizer(cfg.model)
     image_processor, data_cfg = vision_data(cfg.model, cfg.data)  # a vision model: its processor and template
     template = template_for(data_cfg, tokenizer, image_processor)
