@@ -145,3 +145,13 @@ def test_a_streamed_dataset_with_placeholders_says_so_once(tmp_path, caplog):
               plot_loss=False)
     warned = [r.message for r in caplog.records if "placeholder" in r.message]
     assert len(warned) == 1 and "left as written" in warned[0], caplog.text[-3000:]
+
+
+def test_data_check_of_a_predict_config_checks_its_eval_datasets(tmp_path, monkeypatch, capsys):
+    config = write_yaml(tmp_path / "predict.yaml", **TINY, eval_dataset="identity", identity_name="锻",
+                        identity_author="Lab", do_predict=True, predict_with_generate=True, output_dir="unused")
+    code, out, err = run_main(monkeypatch, capsys, "data", "check", str(config), "--samples", "0")
+    assert code == 0, err
+    assert "dataset identity: 80 examples" in out
+    code, _, err = run_main(monkeypatch, capsys, "data", "check", str(config), "--eval_dataset", "null")
+    assert code == 2 and err.strip() == f"error: {config}: nothing to check: set dataset (or eval_dataset)"

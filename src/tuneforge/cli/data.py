@@ -43,6 +43,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
     # a check writes nothing: a training config need not name its output_dir here; it reads the data whole,
     # also for a config that streams it while training
     cfg = load_config(config_path, [*overrides, "streaming=false"], base={"output_dir": "unused-by-data-check"})
+    cfg = checked_data(cfg)
     tokenizer = load_tokenizer(cfg.model)
     image_processor, data_cfg = vision_data(cfg.model, cfg.data)  # a vision model: its processor and template
     template = template_for(data_cfg, tokenizer, image_processor)
@@ -92,6 +93,18 @@ def vision_lines(cfg, template, data, stage: str) -> list[str]:
         kept = set(data.train["source"]) | set(data.eval["source"] if data.eval is not None else [])
         lines += dropped_report(template, cfg.data, examples, kept)
     return lines
+
+
+def checked_data(cfg):
+    """A predict config (do_train off, only eval_dataset) is checked on its eval datasets."""
+    from tuneforge.config.errors import ConfigError
+
+    d = cfg.data
+    if d.dataset:
+        return cfg
+    if not d.eval_dataset:
+        raise ConfigError(f"{cfg.source or 'config'}: nothing to check: set dataset (or eval_dataset)")
+    return cfg.model_copy(update={"data": d.model_copy(update={"dataset": d.eval_dataset, "eval_dataset": None})})
 
 
 def show_batching(lengths: list[int], cfg, console: Console = console) -> None:
