@@ -34,12 +34,13 @@ def trained_parts(model) -> dict[str, bool]:
 
 @pytest.mark.parametrize("keys, expected", [
     ({}, {"tower": False, "projector": False, "language": True}),
+    ({"finetuning_type": "freeze"}, {"tower": False, "projector": False, "language": True}),
     ({"freeze_vision_tower": False}, {"tower": True, "projector": False, "language": True}),
     ({"freeze_multi_modal_projector": False, "freeze_language_model": True},
      {"tower": False, "projector": True, "language": False}),
 ])
 def test_full_fine_tuning_trains_only_the_unfrozen_parts(keys, expected):
-    assert trained_parts(built(finetuning_type="full", **keys)) == expected
+    assert trained_parts(built(**{"finetuning_type": "full", **keys})) == expected
 
 
 def test_lora_never_wraps_the_vision_tower_unless_asked():

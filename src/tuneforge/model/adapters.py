@@ -102,7 +102,7 @@ def apply_lora(model: Any, method: MethodConfig, model_cfg: ModelConfig) -> Any:
         for path in adapters:
             check_adapter_dir(path)
             model = open_adapter(model, path).merge_and_unload()
-    n_layers = getattr(model.config, "num_hidden_layers", 0)
+    n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", 0)
     parts = vision_parts(model.config)
     if parts is None:
         return get_peft_model(model, lora_config(method, linear_module_names(model), n_layers=n_layers))
@@ -138,7 +138,8 @@ def lora_init(method: MethodConfig) -> bool | str:
 def apply_freeze(model: Any, method: MethodConfig, also: tuple[str, ...] = ()) -> Any:
     import torch
 
-    trained = freeze_trained((name for name, _ in model.named_parameters()), model.config.num_hidden_layers,
+    layers = model.config.get_text_config().num_hidden_layers  # a vision model's are its language model's
+    trained = freeze_trained((name for name, _ in model.named_parameters()), layers,
                              method, also)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trained)
