@@ -33,13 +33,13 @@ def held_out(seed: int = 1) -> list[tuple[str, object]]:
     return [(colour, square(colour, rng)) for colour in list(COLOURS) * (HELD_OUT // 3)]
 
 
-def engine_for(model: Path):
+def engine_for(model: Path, serving: bool = False):
     from tuneforge.config.load import load
     from tuneforge.infer.hf import HFEngine
 
     cfg, _ = load(base={"model_name_or_path": str(model), "do_train": False, "do_sample": False,
                         "max_new_tokens": 5})
-    return HFEngine(cfg.model, cfg.data, cfg.generate)
+    return HFEngine(cfg.model, cfg.data, cfg.generate, serving=serving)
 
 
 def test_colour_of_unseen_squares_is_learned(colour_model):
@@ -101,13 +101,16 @@ def test_api_takes_image_url_parts(colour_model, tmp_path):
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     image2.save(tmp_path / "b.png")
     parts = [{"url": url}, {"url": f"file://{tmp_path / 'b.png'}"}, {"url": "https://example.com/a.png"}]
-    replies = []
-    for part in parts:
-        body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": part},
-                                                          {"type": "text", "text": QUESTION}]}],
-                "temperature": 0, "max_tokens": 5}
-        with TestClient(create_app(engine_for(colour_model), "m")) as api:
-            replies.append(api.post("/v1/chat/completions", json=body))
+    engine = engine_for(colour_model, serving=True)  # as `tuneforge api` serves: text batched, pictures generated
+    with TestClient(create_app(engine, "m")) as api:
+        replies = [api.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": part},
+                                                      {"type": "text", "text": QUESTION}]}],
+            "temperature": 0, "max_tokens": 5}) for part in parts]
+        text_only = api.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": QUESTION}],
+                                                           "max_tokens": 5})
+    engine.close()
+    assert text_only.status_code == 200, text_only.text
     assert [r.status_code for r in replies] == [200, 200, 400], [r.text for r in replies]
     assert [r.json()["choices"][0]["message"]["content"] for r in replies[:2]] == [colour, colour2]
     assert "not fetched" in replies[2].json()["error"]["message"]
