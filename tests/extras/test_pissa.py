@@ -76,3 +76,16 @@ def test_pissa_is_refused_where_the_reference_is_the_adapter_switched_off(tmp_pa
     with pytest.raises(ConfigError, match="pissa_init: stage dpo uses the model with its adapter switched off"):
         config(tmp_path, pissa_init=True, stage="dpo")
     config(tmp_path, pissa_init=True, stage="dpo", pref_loss="orpo")  # no reference model: accepted
+
+
+def test_pissa_convert_through_tuneforge_train(tmp_path, caplog):
+    """The real run: the converted adapter (rank doubled) lands in output_dir/pissa_converted, and a line says so."""
+    import json
+
+    from e2e.helpers import train
+
+    out = train(tmp_path, pissa_init=True, pissa_convert=True, max_steps=2)
+    config = json.loads((out / "pissa_converted" / "adapter_config.json").read_text())
+    assert config["r"] == 16 and config["init_lora_weights"] is True
+    assert (out / "pissa_converted" / "adapter_model.safetensors").is_file()
+    assert any("pissa_converted (use it for chat, export and merging)" in r.getMessage() for r in caplog.records)
