@@ -1,5 +1,5 @@
 """Stages other than sft under several processes: KTO's KL term (its pairs are made across the dataset, the KL mean
-gathered over ranks), the reward model and the hand-written PPO loop train as one process does."""
+gathered over ranks), DPO, the reward model and the hand-written PPO loop train as one process does."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ STAGES = {
     # KTO: the KL estimate is each rank's batch mean of mismatched pairs, gathered over the ranks
     "kto": (dict(stage="kto", dataset="kto_demo", max_samples=12, learning_rate=5e-3, max_steps=3, pref_beta=0.1),
             ("loss", "kl", "rewards/margins")),
+    # dpo: trl's DPOTrainer, the reference being the disabled adapter
+    "dpo": (dict(stage="dpo", dataset="preference_demo", max_samples=16, learning_rate=5e-3, max_steps=3,
+                 pref_beta=0.1), ("loss", "rewards/margins", "rewards/accuracies")),
     # rm: a reward model (value head on the causal LM) on chosen/rejected pairs
     "rm": (dict(stage="rm", dataset="preference_demo", max_samples=16, learning_rate=5e-3, max_steps=3),
            ("loss", "accuracy", "margin")),
