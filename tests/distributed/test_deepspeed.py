@@ -29,7 +29,8 @@ def reference_full(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference_lora(tmp_path_factory):
-    return one_process(tmp_path_factory.mktemp("one_process_lora"))
+    tmp = tmp_path_factory.mktemp("one_process_lora")
+    return one_process(tmp), tmp / "out"
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,20 @@ def zero3_full(tmp_path_factory):
     return out, seconds
 
 
+def same_weights(ours: Path, theirs: Path, name: str) -> None:
+    """The saved tensors (whole, not ZeRO shards) equal the one-process run's."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(ours / name), load_file(theirs / name)
+    assert a.keys() == b.keys() and all(a[k].numel() == b[k].numel() > 0 for k in a)
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-4
+
+
 def close(ours, reference, tol=1e-4):
     assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], abs=tol)
 
 
 def test_zero3_full_two_ranks_and_the_saved_model_loads(zero3_full, reference_full):
-    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     out, seconds = zero3_full
@@ -55,9 +64,7 @@ def test_zero3_full_two_ranks_and_the_saved_model_loads(zero3_full, reference_fu
     side_by_side("zero3_full", losses(out), [r["loss"] for r in reference], seconds)
     close(steps(out), reference)
     model = AutoModelForCausalLM.from_pretrained(out)  # plain transformers: the ZeRO-3 shards were gathered
-    ours, theirs = load_file(out / "model.safetensors"), load_file(reference_out / "model.safetensors")
-    assert ours.keys() == theirs.keys() and all(ours[k].numel() == theirs[k].numel() > 0 for k in ours)
-    assert max((ours[k].float() - theirs[k].float()).abs().max().item() for k in ours) < 1e-4
+    same_weights(out, reference_out, "model.safetensors")
     assert model.num_parameters() > 0
     assert (out / "checkpoint-2" / "tuneforge_complete.json").is_file()
 
@@ -81,9 +88,10 @@ def test_zero2_lora_two_ranks_equal_one_process(tmp_path, reference_lora):
     path, out = config(tmp_path, deepspeed=ZERO["z2"])
     result, seconds = run(tuneforge("train", str(path)), FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
     check(result)
-    side_by_side("zero2_lora", losses(out), [r["loss"] for r in reference_lora], seconds)
-    close(steps(out), reference_lora)
-    assert (out / "adapter_model.safetensors").is_file()
+    reference, reference_out = reference_lora
+    side_by_side("zero2_lora", losses(out), [r["loss"] for r in reference], seconds)
+    close(steps(out), reference)
+    same_weights(out, reference_out, "adapter_model.safetensors")
 
 
 def test_zero3_offload_lora_in_one_process_without_a_launcher(tmp_path, reference_lora):
@@ -92,6 +100,8 @@ def test_zero3_offload_lora_in_one_process_without_a_launcher(tmp_path, referenc
     path, out = config(tmp_path, deepspeed=ZERO["z3_offload"], per_device_train_batch_size=4)
     result, seconds = run(tuneforge("train", str(path)))
     check(result)
-    side_by_side("zero3_offload_lora_1proc", losses(out), [r["loss"] for r in reference_lora], seconds)
-    close(steps(out), reference_lora)
+    reference, reference_out = reference_lora
+    side_by_side("zero3_offload_lora_1proc", losses(out), [r["loss"] for r in reference], seconds)
+    close(steps(out), reference)
+    same_weights(out, reference_out, "adapter_model.safetensors")
     assert "deepspeed ZeRO-3 shards lm_head's weight" in result.stderr
