@@ -212,9 +212,11 @@ def test_start_twice_gives_one_run_with_progress_and_a_loss_curve(session):
     assert runs_under(root) == [long_run]  # two clicks, one run
     assert "ETA" in message(page, "train-progress")
     wait_text(page, "train-progress", r"it/s|s/it", SLOW)  # the speed (from the bar, or once a second passed)
-    lines = page.locator("#train-plot-loss svg path, #train-plot-loss canvas")
-    assert lines.count() > 0
-    assert "tuneforge: lora on tuneforge/tiny" in page.locator("#train-log textarea").first.input_value()
+    # the views refresh on a timer: wait for the curve to be drawn and the log to show the run's first line
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'#train-plot-loss svg path, #train-plot-loss canvas').length > 0", timeout=SLOW)
+    page.wait_for_function("() => (document.querySelector('#train-log textarea')?.value || '')"
+                           ".includes('tuneforge: lora on tuneforge/tiny')", timeout=SLOW)
     wait_text(page, "train-progress", r"\((1[2-9]|[2-9]\d|\d\d\d+) points\)", SLOW)
     shot(page, "3-train-running")  # docs/webui.png is a copy of this one
 

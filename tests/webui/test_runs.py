@@ -147,3 +147,24 @@ def test_the_group_leader_records_the_exit_code_and_logs_to_a_file(tmp_path):
     assert json.loads((folder / child.EXIT_FILE).read_text())["code"] == 0
     log = (folder / child.LOG_FILE).read_text()
     assert log.startswith("$ tuneforge version\n") and "tuneforge " in log and "[exit code 0]" in log
+
+
+def test_chat_with_a_run_sets_every_top_bar_key_from_it(tmp_path):
+    """Runs → Chat with: one update per top-bar field (the run's quantization and rope_scaling included,
+    unset ones cleared), the Chat tab selected and the model asked to load."""
+    import yaml
+
+    from tuneforge.webui.app import chat_with
+    from tuneforge.webui.layout import TOP
+
+    run = tmp_path / "qlora"
+    run.mkdir()
+    (run / "training_args.yaml").write_text(yaml.safe_dump({
+        "model_name_or_path": "tuneforge/tiny", "finetuning_type": "lora", "template": "qwen",
+        "quantization_bit": 4, "rope_scaling": "linear"}), encoding="utf-8")
+    (run / "all_results.json").write_text("{}", encoding="utf-8")
+    updates = chat_with(None, [str(run)], "en")
+    values = dict(zip(TOP, [u.get("value") for u in updates[:len(TOP)]]))
+    assert values["quantization_bit"] == "4" and values["rope_scaling"] == "linear"  # as the widgets show them
+    assert values["adapter_name_or_path"] == [str(run)] and values["quantization_method"] == "bnb"  # default
+    assert updates[-1] is True and len(updates) == len(TOP) + 3

@@ -12,6 +12,7 @@ import gradio as gr
 
 from tuneforge.config.errors import ConfigError
 from tuneforge.webui import i18n, tab_chat, tab_evaluate, tab_export, tab_runs, tab_train
+from tuneforge.webui.form import schema_fields, widget_value
 from tuneforge.webui.layout import TOP
 from tuneforge.webui.page import Page
 from tuneforge.webui.runs import ACTIVE, RunManager, discover, read_run
@@ -77,7 +78,7 @@ def _wire(page: Page, demo: gr.Blocks, parts: dict[str, Any], tabs: gr.Tabs, wat
     chat = parts["chat"]
     # one click: the run's model and adapter go to the top bar, the Chat tab opens and the model loads
     requested = gr.State(False)
-    runs["chat_with"].click(lambda picked, code: _chat_with(page, picked, code), inputs=[runs["picked"], lang],
+    runs["chat_with"].click(lambda picked, code: chat_with(page, picked, code), inputs=[runs["picked"], lang],
                             outputs=[*top, runs["message"], tabs, requested]).success(
         lambda data: tab_chat.load_engine(page, data) if data[requested] else gr.update(),
         inputs=set(page.inputs("chat")) | {lang, requested}, outputs=chat["status"], concurrency_id="chat-load")
@@ -106,7 +107,7 @@ def _on_load(page: Page, stored: Any) -> list[Any]:
             default_output_dir(page.root, None, None), evaluation, evaluation]
 
 
-def _chat_with(page: Page, picked: list[str] | None, lang: str) -> list[Any]:
+def chat_with(page: Page, picked: list[str] | None, lang: str) -> list[Any]:
     """Put a run's model, method, template and adapter in the top bar and open the Chat tab (the model
     then loads: the last value asks for it)."""
     if not picked:
@@ -114,10 +115,12 @@ def _chat_with(page: Page, picked: list[str] | None, lang: str) -> list[Any]:
     run = read_run(Path(picked[0]))
     cfg = run.config
     lora = cfg.get("finetuning_type", "lora") == "lora"
-    values = {"model_name_or_path": cfg.get("model_name_or_path") if lora else str(run.path),
-              "finetuning_type": cfg.get("finetuning_type", "lora"), "template": cfg.get("template"),
-              "adapter_name_or_path": [str(run.path)] if lora else [],
-              "flash_attn": cfg.get("flash_attn", "auto"), "enable_liger_kernel": "auto"}
+    specs = schema_fields()  # every top-bar key as the run had it (quantization, rope_scaling...), else its default
+    values = {k: widget_value(specs[k], cfg.get(k, specs[k].default)) for k in TOP}
+    values.update({"model_name_or_path": cfg.get("model_name_or_path") if lora else str(run.path),
+                   "finetuning_type": cfg.get("finetuning_type", "lora"), "template": cfg.get("template"),
+                   "adapter_name_or_path": [str(run.path)] if lora else [],
+                   "flash_attn": cfg.get("flash_attn", "auto"), "enable_liger_kernel": "auto"})
     return ([gr.update(value=values[k]) for k in TOP]
             + [note_html(i18n.text("chat_ready", lang, path=run.path)), gr.Tabs(selected="chat"), True])
 
