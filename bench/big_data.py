@@ -205,6 +205,20 @@ def _process_start() -> float:
     return psutil.Process().create_time()
 
 
+def _time_calls(module, name: str, key: str, timings: dict[str, float]) -> None:
+    """Replace module.name by a wrapper adding its wall time to timings[key] (the CLI imports it lazily)."""
+    original = getattr(module, name)
+
+    def timed(*args, **kwargs):
+        begin = time.time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            timings[key] = timings.get(key, 0.0) + time.time() - begin
+
+    setattr(module, name, timed)
+
+
 def _start_child(config: str) -> None:
     import transformers
 
@@ -213,28 +227,10 @@ def _start_child(config: str) -> None:
     from tuneforge.cli.train import run_train
 
     timings: dict[str, float] = {"imports_s": imports}
-    build = dataset_module.build_datasets
-
-    def timed_build(*args, **kwargs):
-        begin = time.time()
-        try:
-            return build(*args, **kwargs)
-        finally:
-            timings["data_s"] = timings.get("data_s", 0.0) + time.time() - begin
-
-    dataset_module.build_datasets = timed_build
     import tuneforge.data.packing as packing_module
 
-    pack = packing_module.pack_dataset
-
-    def timed_pack(*args, **kwargs):
-        begin = time.time()
-        try:
-            return pack(*args, **kwargs)
-        finally:
-            timings["pack_s"] = timings.get("pack_s", 0.0) + time.time() - begin
-
-    packing_module.pack_dataset = timed_pack
+    _time_calls(dataset_module, "build_datasets", "data_s", timings)
+    _time_calls(packing_module, "pack_dataset", "pack_s", timings)
 
     def first_step(self, *args, **kwargs):
         timings["first_step_s"] = time.time() - _process_start()
