@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tuneforge.config.schema import RunConfig
+from tuneforge.config.switches import switched_on
 from tuneforge.launch import torchrun
 from tuneforge.launch.torchrun import Outcome
 from tuneforge.log import note
@@ -23,7 +24,7 @@ def launch_elsewhere(cfg: RunConfig, argv: list[str], train_fn: Callable[..., An
         env.setdefault("DS_ACCELERATOR", "cpu")
     if torchrun.under_launcher(env):
         return None
-    if torchrun.enabled(env, "USE_RAY"):
+    if switched_on(env, "USE_RAY"):
         from tuneforge.launch.ray import run_with_ray
 
         return run_with_ray(cfg.dist, train_fn, *args)

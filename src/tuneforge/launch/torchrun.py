@@ -18,13 +18,9 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from tuneforge.config.errors import ConfigError
+from tuneforge.config.switches import switched_on
 
-TRUE = ("1", "true", "yes", "y", "on")
 DEFAULT_PORT = 29500  # torchrun's own default; machines of a multi-node run must agree on it
-
-
-def enabled(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in TRUE
 
 
 def under_launcher(env: Mapping[str, str]) -> bool:
@@ -72,7 +68,7 @@ def plan(env: Mapping[str, str], devices: int) -> Plan | None:
     if under_launcher(env):
         return None
     nnodes = _number(env, "NNODES", 1, 1)
-    if not (enabled(env, "FORCE_TORCHRUN") or devices > 1 or nnodes > 1):
+    if not (switched_on(env, "FORCE_TORCHRUN") or devices > 1 or nnodes > 1):
         return None
     node_rank = _number(env, "NODE_RANK", 0, 0)
     if node_rank >= nnodes:

@@ -8,8 +8,7 @@ import functools
 import os
 
 from tuneforge.config.errors import ConfigError
-
-TRUE = ("1", "true", "y", "yes", "on")
+from tuneforge.config.switches import switched_on
 
 
 def hub_endpoint() -> str:
@@ -20,7 +19,7 @@ def hub_endpoint() -> str:
 
 
 def use_modelscope() -> bool:
-    return os.environ.get("USE_MODELSCOPE_HUB", "").strip().lower() in TRUE
+    return switched_on(os.environ, "USE_MODELSCOPE_HUB")
 
 
 @functools.lru_cache(maxsize=16)
