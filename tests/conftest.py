@@ -85,6 +85,14 @@ def run_cli(*args: str, cwd: str | Path | None = None, stdin: str | None = None,
                           capture_output=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 
+def hide_from_children(package: str, tmp_path: Path, monkeypatch) -> None:
+    """Child processes (run_cli) see `package` as not installed: a sitecustomize on PYTHONPATH blocks it."""
+    shim = tmp_path / "shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(f"import sys\nsys.modules[{package!r}] = None\n", encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", f"{shim}:{':'.join(sys.path)}")
+
+
 def write_yaml(path: Path, **keys) -> Path:
     import yaml
 

@@ -20,13 +20,12 @@ import copy
 import importlib.resources
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import assert_one_error_line, run_cli, write_yaml
+from conftest import assert_one_error_line, hide_from_children, run_cli, write_yaml
 from tuneforge.config.errors import ConfigError
 from tuneforge.data.example import Example
 from tuneforge.data.templates import get_template
@@ -191,11 +190,8 @@ def test_checkpoint_without_adapter_is_a_plain_copy(tiny_path, tmp_path, dtype, 
     ({"export_dir": "out", "export_quantization_bit": 4}, "pip install 'tuneforge[bnb]'"),
 ], ids=["no-export-dir", "legacy-format", "quantization-without-bnb"])
 def test_mistakes_exit_2_with_one_error_line(tmp_path, monkeypatch, keys, message):
-    if "export_quantization_bit" in keys:  # a sitecustomize hides an installed bitsandbytes from the child
-        shim = tmp_path / "shim"
-        shim.mkdir()
-        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['bitsandbytes'] = None\n", encoding="utf-8")
-        monkeypatch.setenv("PYTHONPATH", f"{shim}:{':'.join(sys.path)}")
+    if "export_quantization_bit" in keys:
+        hide_from_children("bitsandbytes", tmp_path, monkeypatch)
     config = write_yaml(tmp_path / "export.yaml", model_name_or_path="tuneforge/tiny", template="qwen", **keys)
     result = run_cli("export", str(config), cwd=tmp_path)
     assert_one_error_line(result, message)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import assert_one_error_line, run_cli, write_yaml
+from conftest import assert_one_error_line, hide_from_children, run_cli, write_yaml
 from e2e.helpers import log_lines, train
 from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import MethodConfig, ModelConfig, TrainConfig
@@ -78,11 +78,7 @@ def test_missing_bitsandbytes_is_one_line_naming_the_extra(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what importlib sees when it is not installed
     with pytest.raises(ConfigError, match=r"needs bitsandbytes: pip install 'tuneforge\[bnb\]'"):
         check_quantization(ModelConfig(model_name_or_path="tuneforge/tiny", quantization_bit=4))
-    # through the real CLI: a sitecustomize hides the installed package from the child process
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['bitsandbytes'] = None\n", encoding="utf-8")
-    monkeypatch.setenv("PYTHONPATH", f"{shim}:{':'.join(sys.path)}")
+    hide_from_children("bitsandbytes", tmp_path, monkeypatch)  # and through the real CLI
     config = write_yaml(tmp_path / "qlora.yaml", model_name_or_path="tuneforge/tiny", do_train=True, dataset="identity",
                         identity_name="X", identity_author="Y", template="qwen", quantization_bit=4,
                         output_dir=str(tmp_path / "out"), max_steps=1)
