@@ -135,19 +135,46 @@ def write_alpaca(folder, count: int, name: str = "big", **entry):
     info_file.write_text(json.dumps(info))
 
 
-def test_batched_tokenization_gives_exactly_the_per_conversation_ids(tiny_tokenizer):
+def _other_tokenizer(kind: str):
+    """A fast tokenizer of another family, trained here: WordPiece behind a normalizer that lowercases and
+    strips accents (characters vanish, so offsets skip them), or a Unigram with a Metaspace pre-tokenizer
+    (the SentencePiece style: a space becomes part of the next token)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["Hello world, how are you?", "说话 很好 。 éclair café", "the quick brown fox 12 34", "aa bb ab ba"] * 20
+    specials = ["<|im_start|>", "<|im_end|>", "<think>"]
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[UNK]", *specials])
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=["<unk>", *specials], unk_token="<unk>")
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, additional_special_tokens=specials)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "wordpiece", "metaspace"])
+def test_batched_tokenization_gives_exactly_the_per_conversation_ids(tiny_tokenizer, kind):
+    """The batch path calls the Rust tokenizer directly and splits each conversation at its pieces' first
+    characters; it must give exactly the ids (and the split) of tokenizing each conversation on its own."""
     import random
 
     from tuneforge.data.encode.tokenize import tokenize_turns, tokenize_turns_batch
     from tuneforge.data.templates.base import Turn
 
+    tokenizer = tiny_tokenizer if kind == "tiny" else _other_tokenizer(kind)
     rng = random.Random(0)
-    # special tokens, multi-byte characters split across byte-level tokens, empty pieces, whitespace runs
-    alphabet = ["a", "b", " ", "\n", "说", "😀", "<|im_end|>", "<|im_start|>", "é", "  ", "<think>", "12"]
+    # special tokens, multi-byte characters split across byte-level tokens, empty pieces, whitespace runs,
+    # accents a normalizer strips
+    alphabet = ["a", "b", " ", "\n", "说", "😀", "<|im_end|>", "<|im_start|>", "é", "  ", "<think>", "12", "É"]
     conversations = [[Turn(*("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(3)))
                       for _ in range(rng.randint(1, 3))] for _ in range(2000)]
-    assert tokenize_turns_batch(tiny_tokenizer, conversations) == [tokenize_turns(tiny_tokenizer, t)
-                                                                   for t in conversations]
+    assert tokenize_turns_batch(tokenizer, conversations) == [tokenize_turns(tokenizer, t) for t in conversations]
 
 
 def test_records_are_written_to_arrow_in_batches_not_held(tmp_path):

@@ -45,20 +45,46 @@ def tokenize_turns_ids(ids: list[int], offsets: list[tuple[int, int]], pieces: l
     return [TurnIds(*buckets[i:i + 3]) for i in range(0, len(buckets), 3)]
 
 
-def _split_ids(ids: list[int], offsets: list[tuple[int, int]], pieces: list[str]) -> list[TurnIds]:
-    """One tokenized conversation's ids split into its pieces by character offsets, by `tokenize_turns`'
-    rule (a token belongs to the last non-empty piece after the first that starts at or before its
-    first character, else to the first piece), with one bisection per piece instead of one per token
-    (token starts never decrease; the caller checks)."""
-    token_starts = [start for start, _end in offsets]
-    if token_starts != sorted(token_starts):  # not in order (no tokenizer we know): the per-token rule
-        return tokenize_turns_ids(ids, offsets, pieces)
-    cuts = [(0, 0)]  # (piece index, its first token)
-    pos = len(pieces[0])
+def _backend(tokenizer: Any) -> Any | None:
+    """The Rust tokenizer behind a fast tokenizer when calling it directly gives exactly the ids the
+    tokenizer's own call gives (no truncation or padding set on it, special tokens matched as the wrapper
+    would), else None. Why call it directly: the wrapper turns every encoding into a dict of Python lists
+    (ids, type ids, masks, offsets), which cost as much as a third of the encoding itself on big datasets."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "is_fast", False) or backend.truncation or backend.padding:
+        return None
+    if backend.encode_special_tokens != bool(getattr(tokenizer, "split_special_tokens", False)):
+        return None
+    return backend
+
+
+def _first_tokens(encoding: Any, pieces: list[str]) -> list[tuple[int, int]] | None:
+    """(piece index, its first token) for the first piece and every later non-empty one, by `tokenize_turns`'
+    rule (a token belongs to the last non-empty piece starting at or before its first character), read off
+    the encoding at each piece's first character only; None when the rule cannot be read there (a character
+    no token covers, e.g. one a normalizer removed): the caller then splits token by token."""
+    cuts = [(0, 0)]
+    pos, count = len(pieces[0]), len(encoding.ids)
     for index in range(1, len(pieces)):
-        if pieces[index]:
-            cuts.append((index, bisect.bisect_left(token_starts, pos)))
+        if not pieces[index]:
+            continue
+        token = encoding.char_to_token(pos)
+        if token is None:
+            return None
+        if encoding.token_to_chars(token)[0] < pos:  # a token across the boundary belongs to the earlier piece
+            token += 1
+        if token < count and encoding.token_to_chars(token)[0] < pos:
+            return None
+        cuts.append((index, token))
         pos += len(pieces[index])
+    return cuts
+
+
+def _pieces_ids(encoding: Any, pieces: list[str]) -> list[TurnIds]:
+    ids = encoding.ids
+    cuts = _first_tokens(encoding, pieces)
+    if cuts is None:
+        return tokenize_turns_ids(ids, encoding.offsets, pieces)
     buckets: list[list[int]] = [[] for _ in pieces]
     bounds = [first for _index, first in cuts] + [len(ids)]
     for (index, _first), begin, end in zip(cuts, bounds, bounds[1:]):
@@ -69,11 +95,9 @@ def _split_ids(ids: list[int], offsets: list[tuple[int, int]], pieces: list[str]
 def tokenize_turns_batch(tokenizer: Any, conversations: list[list[Turn]]) -> list[list[TurnIds]]:
     """`tokenize_turns` for many conversations with one tokenizer call (the Rust tokenizer encodes the
     whole batch at once), giving exactly its ids."""
-    if not getattr(tokenizer, "is_fast", False) or not conversations:
+    backend = _backend(tokenizer)
+    if backend is None or not conversations:
         return [tokenize_turns(tokenizer, turns) for turns in conversations]
     pieces = [[piece for turn in turns for piece in (turn.prompt, turn.answer, turn.suffix)] for turns in conversations]
-    enc = tokenizer(["".join(p) for p in pieces], add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for ids, offsets, parts in zip(enc["input_ids"], enc["offset_mapping"], pieces):
-        out.append(_split_ids(ids, offsets, parts))
-    return out
+    encodings = backend.encode_batch(["".join(p) for p in pieces], add_special_tokens=False)
+    return [_pieces_ids(encoding, parts) for encoding, parts in zip(encodings, pieces)]
