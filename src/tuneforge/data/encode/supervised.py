@@ -52,6 +52,7 @@ def encode_supervised(turns: list[TurnIds], cutoff_len: int, *, train_on_prompt:
     input_ids: list[int] = []
     labels: list[int] = []
     last = max(kept) if kept else -1
+    trained = False  # token ids are never IGNORE_INDEX: a sample trains iff a kept trained span is non-empty
     for index in sorted(kept):
         prompt, answer, suffix = kept[index]
         trains = not mask_history or index == last
@@ -59,6 +60,5 @@ def encode_supervised(turns: list[TurnIds], cutoff_len: int, *, train_on_prompt:
         labels += (prompt if train_on_prompt and trains else [IGNORE_INDEX] * len(prompt))
         labels += answer if trains else [IGNORE_INDEX] * len(answer)
         labels += [IGNORE_INDEX] * len(suffix)
-    if not any(label != IGNORE_INDEX for label in labels):
-        return None
-    return input_ids, labels
+        trained = trained or (trains and bool(answer or (train_on_prompt and prompt)))
+    return (input_ids, labels) if trained else None
