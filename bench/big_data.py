@@ -4,6 +4,7 @@
     python bench/big_data.py prep --data /tmp/big/alpaca_1m.jsonl [--workers 2]
     python bench/big_data.py start --data /tmp/big/alpaca_1m.jsonl [--packing]
     python bench/big_data.py stream --data /tmp/big/alpaca_1m.jsonl [--steps 300]
+    python bench/big_data.py floor --data /tmp/big/alpaca_1m.jsonl [--records 20000]
 
 Which tuneforge is measured is the one PYTHONPATH selects: put another checkout's `src` first to
 measure that revision with the same venv (e.g. a `git worktree` of the base commit).
@@ -19,6 +20,8 @@ measure that revision with the same venv (e.g. a `git worktree` of the base comm
   then the same with `packing: true`, whose rows are cached too).
 - stream: `tuneforge train` with `streaming: true` for --steps steps: the process's RSS at steps
   10, 25%, 50%, 75% and the last (constant memory means these stay flat).
+- floor: the tokenizer alone, on the first --records records rendered by the same template (one Rust
+  `encode_batch` per 256, one thread): the records per CPU second no preprocessing with this tokenizer can beat.
 Timings depend on the machine and its load; compare revisions on one machine, alternating runs.
 """
 
@@ -169,6 +172,40 @@ def _prep_child(data: str, workers: str | None = None) -> None:
                                   "maxrss_mib": maxrss}))
 
 
+def floor(data: Path, records: int) -> None:
+    cache = tempfile.mkdtemp(prefix="big-data-cache-")
+    _tiny_model(cache)
+    result, _sampler, _wall = _child(["_floor", str(data), str(records)],
+                                     {**_env(cache), "TOKENIZERS_PARALLELISM": "false"})
+    print(f"FLOOR tokenizer alone on {result['records']:,} records: CPU {result['cpu_s']:.2f} s "
+          f"({result['records'] / result['cpu_s']:,.0f} records per CPU second)")
+
+
+def _floor_child(data: str, records: str) -> None:
+    import itertools
+
+    from tuneforge.config.schema import DataConfig, ModelConfig
+    from tuneforge.data.formats.alpaca import convert
+    from tuneforge.data.registry import resolve
+    from tuneforge.data.templates import template_for
+    from tuneforge.model.load import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelConfig(model_name_or_path="tuneforge/tiny"))
+    config = DataConfig(dataset=["big"], dataset_dir=str(Path(data).parent), template="qwen", cutoff_len=1024)
+    template = template_for(config, tokenizer)
+    spec = resolve(["big"], config.dataset_dir)[0]
+    texts = []
+    with open(data, encoding="utf-8") as handle:
+        for index, line in enumerate(itertools.islice(handle, int(records))):
+            example = convert(json.loads(line), spec, "sft", f"record {index}")
+            texts.append("".join(p for turn in template.render(example) for p in (turn.prompt, turn.answer, turn.suffix)))
+    backend = tokenizer.backend_tokenizer
+    start = time.process_time()
+    for at in range(0, len(texts), 256):
+        backend.encode_batch(texts[at:at + 256], add_special_tokens=False)
+    print("RESULT " + json.dumps({"records": len(texts), "cpu_s": time.process_time() - start}))
+
+
 def _train_config(folder: Path, data: Path, **extra) -> Path:
     import yaml
 
@@ -289,19 +326,22 @@ def _stream_child(config: str) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):  # child modes
-        {"_prep": _prep_child, "_start": _start_child, "_stream": _stream_child}[sys.argv[1]](*sys.argv[2:])
+        {"_prep": _prep_child, "_start": _start_child, "_stream": _stream_child,
+         "_floor": _floor_child}[sys.argv[1]](*sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["gen", "prep", "start", "stream"])
+    parser.add_argument("mode", choices=["gen", "prep", "start", "stream", "floor"])
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--records", type=int, help="gen: records to write (1,000,000); floor: records read (20,000)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--packing", action="store_true")
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     if args.mode == "gen":
-        generate(args.records, args.out)
+        generate(args.records or 1_000_000, args.out)
+    elif args.mode == "floor":
+        floor(args.data, args.records or 20_000)
     elif args.mode == "prep":
         prep(args.data, args.workers)
     elif args.mode == "start":
