@@ -162,12 +162,3 @@ def test_pictures_are_cached_with_the_tokenized_data(few):
     bigger, _ = encoded(few, image_min_pixels=112 * 112)  # another size rule: encoded again, not the cache
     assert not bigger.from_cache and bigger.train[0]["image_hw"] == [112, 112]
 
-
-def test_videos_are_one_line(few):
-    import shutil
-
-    shutil.copy(few / "图片" / "0.png", few / "clip.mp4")
-    rewrite(few, lambda rows: rows[0].update(videos=["clip.mp4"], images=[], messages=[
-        {"role": "user", "content": "<video>What happens?"}, {"role": "assistant", "content": "nothing"}]))
-    with pytest.raises(DataError, match="record 0: has videos, but videos in the data are not supported yet"):
-        encoded(few)

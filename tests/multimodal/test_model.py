@@ -93,10 +93,9 @@ def test_llava_lora_stays_off_its_clip_tower():
 
 
 def test_llamafactory_vision_example_keys_load():
-    """The keys of LLaMA-Factory's Qwen2.5-VL LoRA example: image limits and freezing act, video limits are
-    accepted with a note (videos are not trained yet)."""
+    """The keys of LLaMA-Factory's Qwen2.5-VL LoRA example: image and video limits and freezing act (no note)."""
     cfg, notes = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused",
                             "image_max_pixels": 262144, "video_max_pixels": 16384, "freeze_vision_tower": True,
                             "freeze_multi_modal_projector": True, "freeze_language_model": False})
     assert cfg.data.image_max_pixels == 262144 and cfg.model.freeze_vision_tower
-    assert any("video_max_pixels" in note and "videos in the data are not supported yet" in note for note in notes)
+    assert cfg.data.video_max_pixels == 16384 and not any("video_max_pixels" in note for note in notes)

@@ -55,3 +55,46 @@ def train_vl(tmp: Path, dataset_dir: Path, **keys) -> Path:
     cfg = write_yaml(tmp / "train.yaml", **{**VL_SFT, "dataset_dir": str(dataset_dir), **keys, "output_dir": str(out)})
     run_train(cfg, [])
     return out
+
+
+def write_clip(path: Path, frames: list, fps: int = 2, codec: str = "mpeg4") -> Path:
+    """A video file of PIL frames written with PyAV: mpeg4 in .mp4 (lossy), or ffv1 in .mkv (lossless, rgb)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_image(frame)))
+        container.mux(stream.encode())
+    return path
+
+
+def clip_frames(colours: list[str], rng: random.Random, per_colour: int = 2) -> list:
+    """Frames of squares, `per_colour` frames of each colour in turn (the square moves between frames)."""
+    return [square(colour, rng) for colour in colours for _ in range(per_colour)]
+
+
+ORDER_QUESTION = "Which colour comes first?"
+
+
+def write_clips(folder: Path, count: int, seed: int = 0) -> Path:
+    """A dataset of short clips (registered as `clips`, sharegpt, `columns: {messages, videos}`) under 视频/: two
+    frames of one colour, then two of another; the answer is the first colour (the frames' order decides)."""
+    rng = random.Random(seed)
+    (folder / "视频").mkdir(parents=True, exist_ok=True)
+    pairs = [(a, b) for a in COLOURS for b in COLOURS if a != b]
+    rows = []
+    for i in range(count):
+        first, then = pairs[i % len(pairs)]
+        write_clip(folder / "视频" / f"{i}.mp4", clip_frames([first, then], rng))
+        rows.append({"messages": [{"role": "user", "content": f"<video>{ORDER_QUESTION}"},
+                                  {"role": "assistant", "content": first}], "videos": [f"视频/{i}.mp4"]})
+    (folder / "clips.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    info = {"clips": {"file_name": "clips.json", "formatting": "sharegpt",
+                      "columns": {"messages": "messages", "videos": "videos"},
+                      "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                               "assistant_tag": "assistant"}}}
+    (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    return folder

@@ -36,9 +36,6 @@ COMPAT_ONLY = {
     "ddp_timeout_minutes": "has no effect; use transformers' ddp_timeout (seconds)",
     "low_cpu_mem_usage": "has no effect: transformers 5 always loads weights without a second copy in memory",
     "print_param_status": "has no effect: tuneforge prints the trainable and total parameter counts",
-    # LLaMA-Factory's vision examples set the video limits; images are trained, videos are not yet
-    **{key: "has no effect: videos in the data are not supported yet (a record with videos is one error line); "
-            "images are" for key in ("video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen")},
 }
 # Values of TrainingArguments' enum-typed keys that every supported transformers accepts; any
 # other value is checked against the installed transformers.

@@ -157,6 +157,15 @@ class DataConfig(Section):
         description="Vision models: images larger than this many pixels are scaled down (fewer image tokens)")
     image_min_pixels: int = Field(32 * 32, gt=0,
         description="Vision models: images smaller than this many pixels are scaled up")
+    # Videos (LLaMA-Factory's keys): frames sampled at video_fps, at most video_maxlen, each resized like an image.
+    video_fps: float = Field(2.0, gt=0,
+        description="Vision models: frames sampled per second of video")
+    video_maxlen: int = Field(128, gt=0,
+        description="Vision models: at most this many frames sampled from one video")
+    video_max_pixels: int = Field(256 * 256, gt=0,
+        description="Vision models: video frames larger than this many pixels are scaled down (fewer video tokens)")
+    video_min_pixels: int = Field(16 * 16, gt=0,
+        description="Vision models: video frames smaller than this many pixels are scaled up")
 
     @field_validator("dataset", "eval_dataset", mode="before")
     @classmethod

@@ -84,23 +84,32 @@ class PaddingFreeCollator:
 @dataclass
 class VisionCollator:
     """Padded batches of samples with pictures: the text padded by `text` (the padded collator), the batch's
-    pictures made into the model's pixel inputs (pixel_values, image_grid_thw) by the image processor, and
-    `mm_token_type_ids` (1 on image tokens), which Qwen-VL's forward needs for its 3-D rope positions."""
+    pictures made into the model's pixel inputs (pixel_values, image_grid_thw) by the image processor, the videos'
+    likewise, and `mm_token_type_ids` (1 on image tokens, 2 on video tokens), which Qwen-VL's forward needs for its
+    3-D rope positions."""
 
     text: Any
     images: Any  # data/media.py's ImagePlan
     image_token_id: int
+    video_token_id: int = -1  # videos: pixel_values_videos, video_grid_thw (data/video.py); type 2 (-1: none)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        pictures = []
+        pictures, clips = [], []
         for feature in features:
             sizes = feature.get("image_hw") or []
             pictures += [(pixels, sizes[2 * i], sizes[2 * i + 1])
                          for i, pixels in enumerate(feature.get("images") or [])]
+            thw, fps = feature.get("video_thw") or [], feature.get("video_fps") or []
+            clips += [(pixels, *thw[3 * i:3 * i + 3], fps[i]) for i, pixels in enumerate(feature.get("videos") or [])]
         batch = self.text([{key: feature[key] for key in ("input_ids", "labels") if key in feature}
                            for feature in features])
         if self.images.token_types:
-            batch["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()
+            batch["mm_token_type_ids"] = ((batch["input_ids"] == self.image_token_id).int()
+                                          + 2 * (batch["input_ids"] == self.video_token_id).int())
         if pictures:
             batch.update(self.images.pixel_inputs(pictures))
+        if clips:
+            from tuneforge.data.video import video_inputs
+
+            batch.update(video_inputs(self.images, clips))
         return batch

@@ -54,7 +54,9 @@ COLUMNS = {  # by the stage's data kind (config/stages.py)
 }
 
 
-VISION_COLUMNS = ("images", "image_hw", "source")  # RGB pixels per picture; (height, width) pairs, flat; record
+# RGB pixels per picture; (height, width) pairs, flat; the same per video (frames x height x width x 3, uint8),
+# (frames, height, width) triples, flat, and frames sampled per second; the record
+VISION_COLUMNS = ("images", "image_hw", "videos", "video_thw", "video_fps", "source")
 
 
 def features(kind: str, vision: bool = False) -> Any:
@@ -63,7 +65,8 @@ def features(kind: str, vision: bool = False) -> Any:
     from datasets import Features, List, Value
 
     kinds = {"label": Value("bool"), "prompt": Value("string"), "reference": Value("string"),
-             "full_len": Value("int32"), "images": List(Value("binary")), "source": Value("string")}
+             "full_len": Value("int32"), "images": List(Value("binary")), "source": Value("string"),
+             "videos": List(Value("binary")), "video_fps": List(Value("float32"))}
     names = COLUMNS[kind] + (VISION_COLUMNS if vision and kind == "supervised" else ())
     return Features({name: kinds.get(name, List(Value("int32"))) for name in names})
 
@@ -86,10 +89,10 @@ def check_text_only(examples: list[Example], template: BoundTemplate, stage: str
         if not (example.images or example.videos):
             continue
         what = "videos" if example.videos else "images"
-        if example.videos:
-            why = "videos in the data are not supported yet (images are)"
-        elif facts(stage).data != "supervised":
-            why = f"images are supported for stage sft, not {stage}"
+        if facts(stage).data != "supervised":
+            why = f"{what} are supported for stage sft, not {stage}"
+        elif template.vision is None and example.videos:
+            why = f"template '{template.name}' is a text template; use template qwen2_vl with a Qwen2-VL / Qwen2.5-VL model"
         elif template.vision is None:
             why = (f"template '{template.name}' is a text template; use a vision template (qwen2_vl, qwen3_vl, "
                    "qwen3_vl_nothink, llava) with a vision model")

@@ -55,6 +55,17 @@ def open_image(path: str, where: str) -> Any:
 
 
 @dataclass(frozen=True)
+class VideoSettings:
+    """LLaMA-Factory's video keys: frames sampled per second, at most `maxlen`, each frame scaled into
+    [min_pixels, max_pixels] before the processor's own resize rule (data/video.py)."""
+
+    fps: float = 2.0
+    maxlen: int = 128
+    min_pixels: int = 16 * 16
+    max_pixels: int = 256 * 256
+
+
+@dataclass(frozen=True)
 class ImagePlan:
     """The model's image processor with the run's pixel limits: sizes, token counts and pixel inputs."""
 
@@ -62,6 +73,7 @@ class ImagePlan:
     min_pixels: int
     max_pixels: int
     token_types: bool = True  # the model's forward wants mm_token_type_ids (Qwen-VL's 3-D rope positions)
+    video: VideoSettings = VideoSettings()  # how videos are sampled and sized (data/video.py)
 
     @property
     def patch(self) -> int:
@@ -75,23 +87,25 @@ class ImagePlan:
         """What the cached pixels depend on (the tokenized cache's key includes it)."""
         settings = {k: v for k, v in self.processor.to_dict().items() if not k.startswith("_")}
         return json.dumps([type(self.processor).__name__, settings, self.min_pixels, self.max_pixels,
-                           getattr(self, "image_tokens", None)], sort_keys=True, default=str)
+                           getattr(self, "image_tokens", None), vars(self.video)], sort_keys=True, default=str)
 
-    def bounded(self, height: int, width: int) -> tuple[int, int]:
-        """LLaMA-Factory's first step: an image outside [image_min_pixels, image_max_pixels] scaled (aspect kept)
-        to the nearest bound; the processor's own rule comes after it."""
+    def bounded(self, height: int, width: int, limits: tuple[int, int] | None = None) -> tuple[int, int]:
+        """LLaMA-Factory's first step: an image outside [image_min_pixels, image_max_pixels] (or `limits`, a video
+        frame's) scaled (aspect kept) to the nearest bound; the processor's own rule comes after it."""
+        low, high = limits or (self.min_pixels, self.max_pixels)
         pixels = height * width
-        if self.min_pixels <= pixels <= self.max_pixels:
+        if low <= pixels <= high:
             return height, width
-        factor = math.sqrt((self.max_pixels if pixels > self.max_pixels else self.min_pixels) / pixels)
+        factor = math.sqrt((high if pixels > high else low) / pixels)
         return max(1, int(height * factor)), max(1, int(width * factor))
 
-    def size_for(self, height: int, width: int, where: str = "") -> tuple[int, int]:
+    def size_for(self, height: int, width: int, where: str = "",
+                 limits: tuple[int, int] | None = None) -> tuple[int, int]:
         """(height, width) the processor resizes an image of this size to (after `bounded`)."""
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
         size = dict(self.processor.size)
-        height, width = self.bounded(height, width)
+        height, width = self.bounded(height, width, limits)
         try:
             return smart_resize(height, width, factor=self.patch * self.merge,
                                 min_pixels=size.get("shortest_edge") or size["min_pixels"],
@@ -142,7 +156,8 @@ class CropPlan(ImagePlan):
     def patch(self) -> int:
         return 1
 
-    def size_for(self, height: int, width: int, where: str = "") -> tuple[int, int]:
+    def size_for(self, height: int, width: int, where: str = "",
+                 limits: tuple[int, int] | None = None) -> tuple[int, int]:
         crop = self.processor.crop_size
         return int(crop["height"]), int(crop["width"])
 
@@ -178,15 +193,16 @@ def crop_tokens(processor: Any) -> int:
     return tokens - 1 if processor.vision_feature_select_strategy == "default" else tokens
 
 
-def image_plan(processor: Any, min_pixels: int, max_pixels: int) -> ImagePlan:
+def image_plan(processor: Any, min_pixels: int, max_pixels: int, video: VideoSettings = VideoSettings()) -> ImagePlan:
     """The plan for a loaded image processor; processors whose resize rule is not reproduced here are refused
     in one line naming those that are."""
     name = type(processor).__name__
-    if min_pixels > max_pixels:
-        raise DataError(f"image_min_pixels {min_pixels} is above image_max_pixels {max_pixels}")
+    for kind, low, high in (("image", min_pixels, max_pixels), ("video", video.min_pixels, video.max_pixels)):
+        if low > high:
+            raise DataError(f"{kind}_min_pixels {low} is above {kind}_max_pixels {high}")
     if name.startswith(QWEN_PROCESSORS):
-        return ImagePlan(processor, min_pixels, max_pixels)
+        return ImagePlan(processor, min_pixels, max_pixels, video=video)
     if name.startswith(CROP_PROCESSORS) and getattr(processor, "patch_size", None):
-        return CropPlan(processor, min_pixels, max_pixels, image_tokens=crop_tokens(processor))
+        return CropPlan(processor, min_pixels, max_pixels, video=video, image_tokens=crop_tokens(processor))
     raise DataError(f"image processor {name} is not supported for training on images (supported: the Qwen2-VL / "
                     "Qwen2.5-VL / Qwen3-VL image processors, and LLaVA's)")

@@ -1,6 +1,7 @@
-"""Supervised samples with images: each picture's single image token (what the template rendered for its
-<image>) repeated once per image token the picture costs, as the family's processor does; image tokens
-never train; and truncation never cuts into a picture.
+"""Supervised samples with images and videos: each picture's single image token (what the template rendered for
+its <image>) repeated once per image token the picture costs, as the family's processor does, and each video's
+video token once per video token (data/video.py); image and video tokens never train; and truncation never cuts
+into a picture or a video.
 
 Truncation: a sample longer than cutoff_len is shortened by `encode_supervised`'s rule, with the stretch cut
 out of a prompt slid off the pictures (text only), and kept if every image token survived; a sample that
@@ -19,6 +20,7 @@ from tuneforge.data.encode.supervised import cut_prompt, encode_supervised
 from tuneforge.data.encode.tokenize import TurnIds
 from tuneforge.data.labels import IGNORE_INDEX
 from tuneforge.data.media import Picture
+from tuneforge.data.video import Clip, video_tokens
 
 
 @dataclass
@@ -28,12 +30,13 @@ class VisionSample:
     full_len: int
 
 
-def expand_images(turns: list[TurnIds], token_id: int, counts: list[int], where: str) -> list[TurnIds]:
-    """Every piece's k-th image token (in conversation order) repeated counts[k] times."""
+def expand_images(turns: list[TurnIds], token_id: int, counts: list[int], where: str,
+                  what: str = "image") -> list[TurnIds]:
+    """Every piece's k-th image (or video) token (in conversation order) repeated counts[k] times."""
     found = sum(piece.count(token_id) for turn in turns for piece in (turn.prompt, turn.answer, turn.suffix))
     if found != len(counts):  # the text itself held the model's image token
-        raise DataError(f"has {found} image tokens after rendering for {len(counts)} images (does the text contain "
-                        "the model's own image token?)", source=where)
+        raise DataError(f"has {found} {what} tokens after rendering for {len(counts)} {what}s (does the text "
+                        f"contain the model's own {what} token?)", source=where)
     pending = iter(counts)
 
     def grow(piece: list[int]) -> list[int]:
@@ -61,28 +64,43 @@ def cut_around(ids: list[int], keep: int, protected: set[int]) -> list[int]:
     return cut_prompt(ids, keep)
 
 
-def encode_vision(turns: list[TurnIds], pictures: list[Picture], token_id: int, cutoff_len: int, where: str, *,
-                  train_on_prompt: bool = False, mask_history: bool = False,
-                  protected: set[int] | None = None) -> VisionSample | None:
-    """-> the sample, or None when nothing trainable fits or the cut would go through a picture. `protected`:
-    the tokens a cut must not remove (the image token, and the markers around it)."""
-    protected = protected or {token_id}
-    counts = [p.tokens for p in pictures]
+def check_room(pictures: list[Picture], clips: list[Clip], cutoff_len: int, where: str) -> None:
+    """A picture or video costing cutoff_len tokens or more is one line (no sample could hold it)."""
     for picture in pictures:
         if picture.tokens >= cutoff_len:
             raise DataError(f"an image of {picture.width}x{picture.height} pixels costs {picture.tokens} tokens, "
                             f"which leaves no room in cutoff_len {cutoff_len}; raise cutoff_len or lower "
                             "image_max_pixels", source=where)
-    turns = expand_images(turns, token_id, counts, where)
+    for clip in clips:
+        if clip.tokens >= cutoff_len:
+            raise DataError(f"a video of {clip.frames} frames of {clip.width}x{clip.height} pixels costs "
+                            f"{clip.tokens} tokens, which leaves no room in cutoff_len {cutoff_len}; raise cutoff_len "
+                            "or lower video_max_pixels, video_maxlen or video_fps", source=where)
+
+
+def encode_vision(turns: list[TurnIds], pictures: list[Picture], token_id: int, cutoff_len: int, where: str, *,
+                  train_on_prompt: bool = False, mask_history: bool = False, protected: set[int] | None = None,
+                  clips: list[Clip] | None = None, video_token_id: int | None = None) -> VisionSample | None:
+    """-> the sample, or None when nothing trainable fits or the cut would go through a picture or video.
+    `protected`: the tokens a cut must not remove (the image and video tokens, and the markers around them)."""
+    clips = clips or []
+    check_room(pictures, clips, cutoff_len, where)
+    media = [(token_id, [p.tokens for p in pictures])]
+    turns = expand_images(turns, token_id, media[0][1], where)
+    if video_token_id is not None:
+        media.append((video_token_id, [c.tokens for c in clips]))
+        turns = expand_images(turns, video_token_id, media[1][1], where, "video")
+    protected = (protected or set()) | {tid for tid, _ in media}
     full = sum(len(t.prompt) + len(t.answer) + len(t.suffix) for t in turns)
     encoded = encode_supervised(turns, cutoff_len, train_on_prompt=train_on_prompt, mask_history=mask_history,
                                 cut=lambda ids, keep: cut_around(ids, keep, protected))
     if encoded is None:
         return None
     ids, labels = encoded
-    if ids.count(token_id) != sum(counts):
+    if any(ids.count(tid) != sum(counts) for tid, counts in media):
         return None
-    labels = [IGNORE_INDEX if tid == token_id else label for tid, label in zip(ids, labels)]
+    masked = {tid for tid, _ in media}
+    labels = [IGNORE_INDEX if tid in masked else label for tid, label in zip(ids, labels)]
     return VisionSample(ids, labels, full)
 
 
@@ -93,39 +111,64 @@ def image_token_id(tokenizer: Any, token: str) -> int:
     return tid
 
 
+def video_token_id(template: Any) -> int | None:
+    """The video token of a template that takes videos (None for one that does not)."""
+    style = template.vision
+    return image_token_id(template.tokenizer, style.video_token) if style.video_token else None
+
+
+def marker_ids(template: Any) -> set[int]:
+    """The tokens of the image and video markers (a cut never removes them)."""
+    style = template.vision
+    return set(template.tokenizer(style.image + (style.video or ""), add_special_tokens=False)["input_ids"])
+
+
+def read_media(template: Any, examples: list[Any]) -> tuple[list[Picture], list[Clip]]:
+    """The examples' pictures and videos, read and resized in thread pools; videos for a template that takes
+    none are one line naming the one that does."""
+    from tuneforge.data.video import read_clips
+
+    jobs = [(path, e.source) for e in examples for path in e.videos]
+    if jobs and template.vision.video is None:
+        raise DataError(f"has videos, but template '{template.name}' ({template.vision.family}) takes images only; "
+                        "videos are supported for Qwen2-VL / Qwen2.5-VL (template qwen2_vl)", source=jobs[0][1])
+    pictures = template.images.pictures([(path, e.source) for e in examples for path in e.images])
+    return pictures, read_clips(template.images, jobs) if jobs else []
+
+
+MEDIA_COLUMNS = ("images", "image_hw", "videos", "video_thw", "video_fps", "source")
+
+
 def vision_encoder(template: Any, data: Any) -> Any:
     """The supervised batch encoder of a vision template: one tokenizer call per batch (as for text), the
-    batch's pictures read and resized in a thread pool."""
+    batch's pictures and videos read and resized in thread pools."""
     from tuneforge.data.encode.tokenize import tokenize_turns_batch
     from tuneforge.data.example import Example
 
-    plan = template.images
     token_id = image_token_id(template.tokenizer, template.vision.image_token)
-    protected = set(template.tokenizer(template.vision.image, add_special_tokens=False)["input_ids"])
+    video_id, protected = video_token_id(template), marker_ids(template)
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         examples = [Example.from_dict(dict(zip(batch, values))) for values in zip(*batch.values())]
-        for example in examples:
-            if example.videos:
-                raise DataError("has videos, but videos in the data are not supported yet (images are)",
-                                source=example.source)
-        pictures = plan.pictures([(path, e.source) for e in examples for path in e.images])
+        pictures, clips = read_media(template, examples)
         conversations = tokenize_turns_batch(template.tokenizer, [template.render(e) for e in examples])
-        out: dict[str, list] = {key: [] for key in ("input_ids", "labels", "full_len", "images", "image_hw", "source")}
-        at = 0
+        out: dict[str, list] = {key: [] for key in ("input_ids", "labels", "full_len", *MEDIA_COLUMNS)}
+        at = seen = 0
         for example, turns in zip(examples, conversations):
             own, at = pictures[at:at + len(example.images)], at + len(example.images)
+            videos, seen = clips[seen:seen + len(example.videos)], seen + len(example.videos)
             sample = encode_vision(turns, own, token_id, data.cutoff_len, example.source,
                                    train_on_prompt=data.train_on_prompt, mask_history=data.mask_history,
-                                   protected=protected)
+                                   protected=protected, clips=videos, video_token_id=video_id)
             if sample is None:
                 continue
-            out["input_ids"].append(sample.input_ids)
-            out["labels"].append(sample.labels)
-            out["full_len"].append(sample.full_len)
-            out["images"].append([p.pixels for p in own])
-            out["image_hw"].append([side for p in own for side in (p.height, p.width)])
-            out["source"].append(example.source)
+            for key, value in (("input_ids", sample.input_ids), ("labels", sample.labels),
+                               ("full_len", sample.full_len), ("images", [p.pixels for p in own]),
+                               ("image_hw", [side for p in own for side in (p.height, p.width)]),
+                               ("videos", [c.pixels for c in videos]),
+                               ("video_thw", [n for c in videos for n in (c.frames, c.height, c.width)]),
+                               ("video_fps", [c.fps for c in videos]), ("source", example.source)):
+                out[key].append(value)
         return out
 
     return encode
@@ -136,24 +179,29 @@ def vision_collator(template: Any, text_collator: Any) -> Any:
     from tuneforge.data.collate import VisionCollator
 
     token_id = image_token_id(template.tokenizer, template.vision.image_token)
-    return VisionCollator(text_collator, template.images, token_id)
+    video_id = video_token_id(template)
+    return VisionCollator(text_collator, template.images, token_id, -1 if video_id is None else video_id)
 
 
-def prompt_with_images(template: Any, text: str, pictures: list[Picture]) -> list[int]:
-    """A rendered generation prompt's ids with each picture's image token repeated (chat, predict, the API)."""
+def prompt_with_images(template: Any, text: str, pictures: list[Picture], clips: list[Clip] | None = None) -> list[int]:
+    """A rendered generation prompt's ids with each picture's image token repeated, and each video's video token
+    (chat, predict, the API)."""
     token_id = image_token_id(template.tokenizer, template.vision.image_token)
-    ids = template.tokenizer(text, add_special_tokens=False)["input_ids"]
-    return expand_images([TurnIds(ids, [], [])], token_id, [p.tokens for p in pictures], "the prompt")[0].prompt
+    turns = [TurnIds(template.tokenizer(text, add_special_tokens=False)["input_ids"], [], [])]
+    turns = expand_images(turns, token_id, [p.tokens for p in pictures], "the prompt")
+    if clips:
+        turns = expand_images(turns, video_token_id(template), [c.tokens for c in clips], "the prompt", "video")
+    return turns[0].prompt
 
 
 def image_report(template: Any, dataset: Any) -> list[str]:
     """`data check`'s lines about the pictures of an encoded vision dataset: how many, their processed sizes and
-    the image tokens each costs."""
+    the image tokens each costs; then the videos'."""
     import statistics
 
     sizes = [(row[i], row[i + 1]) for row in dataset["image_hw"] for i in range(0, len(row), 2)]
     if not sizes:
-        return ["images: none in this data"]
+        return ["images: none in this data", *video_report(template, dataset)]
     plan = template.images
     per_sample = [len(row) // 2 for row in dataset["image_hw"]]
     tokens = sorted(plan.tokens_for(h, w) for h, w in sizes)
@@ -162,7 +210,26 @@ def image_report(template: Any, dataset: Any) -> list[str]:
             f"processed sizes {areas[0][1]}x{areas[0][0]} to {areas[-1][1]}x{areas[-1][0]} pixels "
             f"(image_min_pixels {plan.min_pixels}, image_max_pixels {plan.max_pixels}); tokens per image: min "
             f"{tokens[0]}, median {int(statistics.median(tokens))}, max {tokens[-1]} "
-            f"({sum(tokens)} in all)"]
+            f"({sum(tokens)} in all)", *video_report(template, dataset)]
+
+
+def video_report(template: Any, dataset: Any) -> list[str]:
+    """`data check`'s line about the videos of an encoded vision dataset: how many, frames and tokens per video."""
+    import statistics
+
+    if "video_thw" not in dataset.column_names or not any(dataset["video_thw"]):
+        return []
+    thw = [row[i:i + 3] for row in dataset["video_thw"] for i in range(0, len(row), 3)]
+    per_sample = [len(row) // 3 for row in dataset["video_thw"]]
+    plan = template.images
+    frames = sorted(t for t, _, _ in thw)
+    tokens = sorted(video_tokens(plan, t, h, w) for t, h, w in thw)
+    areas = sorted((h * w, w, h) for _, h, w in thw)
+    return [f"videos: {len(thw)} in {sum(1 for n in per_sample if n)} samples (at most {max(per_sample)} per sample); "
+            f"frames per video: min {frames[0]}, median {int(statistics.median(frames))}, max {frames[-1]} "
+            f"(video_fps {plan.video.fps}, video_maxlen {plan.video.maxlen}); frame sizes {areas[0][1]}x{areas[0][2]} "
+            f"to {areas[-1][1]}x{areas[-1][2]} pixels; tokens per video: min {tokens[0]}, median "
+            f"{int(statistics.median(tokens))}, max {tokens[-1]} ({sum(tokens)} in all)"]
 
 
 def dropped_report(template: Any, data: Any, examples: list[Any], kept: set[str]) -> list[str]:
@@ -170,16 +237,20 @@ def dropped_report(template: Any, data: Any, examples: list[Any], kept: set[str]
     from tuneforge.data.encode.tokenize import tokenize_turns_batch
 
     token_id = image_token_id(template.tokenizer, template.vision.image_token)
-    protected = set(template.tokenizer(template.vision.image, add_special_tokens=False)["input_ids"])
+    video_id, protected = video_token_id(template), marker_ids(template)
     lines = []
     for example in (e for e in examples if e.source not in kept):
         turns = tokenize_turns_batch(template.tokenizer, [template.render(example)])[0]
-        pictures = template.images.pictures([(path, example.source) for path in example.images])
+        pictures, clips = read_media(template, [example])
         turns = expand_images(turns, token_id, [p.tokens for p in pictures], example.source)
+        if video_id is not None:
+            turns = expand_images(turns, video_id, [c.tokens for c in clips], example.source, "video")
         text_rule = encode_supervised(turns, data.cutoff_len, train_on_prompt=data.train_on_prompt,
                                       mask_history=data.mask_history,
                                       cut=lambda ids, keep: cut_around(ids, keep, protected))
-        why = (f"shortening it to cutoff_len {data.cutoff_len} would cut into an image's tokens" if text_rule
+        what = " or ".join(kind for kind, files in (("an image's", example.images), ("a video's", example.videos))
+                           if files)
+        why = (f"shortening it to cutoff_len {data.cutoff_len} would cut into {what} tokens" if text_rule
                else f"nothing trainable is left within cutoff_len {data.cutoff_len}")
         lines.append(f"dropped {example.source}: {why}")
         if len(lines) == 5:

@@ -88,13 +88,14 @@ def get_template(name: str | None, tokenizer: Any, *, default_system: str | None
 
 def template_for(data: DataConfig, tokenizer: Any, image_processor: Any = None) -> BoundTemplate:
     """The config's template (name, default_system, enable_thinking) bound to `tokenizer`, and for a vision
-    template to the model's image processor (with image_min_pixels/image_max_pixels)."""
+    template to the model's image processor (with image_min_pixels/image_max_pixels and the video keys)."""
     bound = get_template(data.template, tokenizer, default_system=data.default_system,
                          enable_thinking=data.enable_thinking)
     if bound.vision is not None and image_processor is not None:
-        from tuneforge.data.media import image_plan
+        from tuneforge.data.media import VideoSettings, image_plan
 
-        bound.images = image_plan(image_processor, data.image_min_pixels, data.image_max_pixels)
+        video = VideoSettings(data.video_fps, data.video_maxlen, data.video_min_pixels, data.video_max_pixels)
+        bound.images = image_plan(image_processor, data.image_min_pixels, data.image_max_pixels, video)
     return bound
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tuneforge.data.templates.base import Template
 from tuneforge.data.templates.tools import GENERIC_TOOLS, QWEN_TOOLS
-from tuneforge.data.templates.vision import LLAVA, QWEN_VL
+from tuneforge.data.templates.vision import LLAVA, QWEN3_VL, QWEN_VL
 
 _CHATML_USER = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
 _QWEN_OBS = "<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
@@ -40,11 +40,12 @@ _add(Template(name="qwen3", thinking="qwen3",
               **_QWEN))
 _add(Template(name="qwen2_vl", default_system="You are a helpful assistant.", always_system=True, vision=QWEN_VL,
               aliases=("qwen2_5_vl", "qwen2.5_vl"),
-              notes="Qwen2-VL / Qwen2.5-VL: chatml with a default system prompt; <image> -> the picture's image tokens",
+              notes="Qwen2-VL / Qwen2.5-VL: chatml with a default system prompt; <image> -> the picture's image tokens, "
+                    "<video> -> the video's tokens",
               **_QWEN))
-_add(Template(name="qwen3_vl", thinking="qwen3", vision=QWEN_VL,
+_add(Template(name="qwen3_vl", thinking="qwen3", vision=QWEN3_VL,
               notes="Qwen3-VL thinking models: qwen3's <think> rules; <image> -> the picture's image tokens", **_QWEN))
-_add(Template(name="qwen3_vl_nothink", vision=QWEN_VL, aliases=("qwen3_vl_instruct",),
+_add(Template(name="qwen3_vl_nothink", vision=QWEN3_VL, aliases=("qwen3_vl_instruct",),
               notes="Qwen3-VL instruct models: chatml, no default system; <image> -> the picture's image tokens",
               **_QWEN))
 _add(Template(name="llava", prefix="{bos}", system="{content} ", user="USER: {content} ASSISTANT:",
