@@ -1,6 +1,6 @@
 """What trains in a vision-language model: freeze_vision_tower / freeze_multi_modal_projector /
-freeze_language_model for full fine-tuning and LoRA; vision families we do not train, and packing, refused in
-one line."""
+freeze_language_model for full fine-tuning and LoRA; vision families we do not train refused in one line; batches
+padding-free unless asked."""
 
 from __future__ import annotations
 
@@ -59,16 +59,16 @@ def test_freezing_everything_is_refused():
         built(finetuning_type="full", freeze_language_model=True)
 
 
-def test_packing_is_refused_for_vision_models():
+@pytest.mark.parametrize("keys, batching", [({}, "padding-free"), ({"packing": True}, "packed rows"),
+                                            ({"neat_packing": True}, "packed rows"), ({"padding_free": False}, "padded")])
+def test_vision_batches_are_padding_free_unless_asked(keys, batching):
+    """As for text models (tests/multimodal/test_padding_free.py proves the rows equal padded batches)."""
     from tuneforge.model.kernels import plan
     from tuneforge.model.load import load_model_config
 
-    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused", "packing": True})
-    with pytest.raises(ConfigError, match="packing: true is not supported for vision-language models"):
-        plan(cfg, "cpu", load_model_config(cfg.model))
-    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused"})
+    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "output_dir": "unused", **keys})
     fast = plan(cfg, "cpu", load_model_config(cfg.model))
-    assert not fast.padding_free and any("batches are padded" in note for note in fast.notes)  # said in one line
+    assert fast.describe().startswith(f"batches {batching}") and not fast.notes
 
 
 def test_a_vision_family_we_do_not_train_is_one_line(tmp_path, tiny_tokenizer):

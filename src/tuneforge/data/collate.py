@@ -113,3 +113,56 @@ class VisionCollator:
 
             batch.update(video_inputs(self.images, clips))
         return batch
+
+
+def _samples(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dataset rows -> one feature per sample, a packed row cut where its positions restart. A row's other
+    columns (its pictures) stay with its first sample: pictures become pixel inputs in batch order either way,
+    and the model gives them to its image tokens in that order."""
+    out: list[dict[str, Any]] = []
+    for feature in features:
+        rest = {key: value for key, value in feature.items() if key not in ("input_ids", "labels", "position_ids")}
+        ids = list(feature["input_ids"])
+        labels = list(feature.get("labels", ids))
+        offset = 0
+        for length in _segments(feature):
+            if length:
+                out.append({"input_ids": ids[offset:offset + length], "labels": labels[offset:offset + length],
+                            **(rest if offset == 0 else {})})
+            offset += length
+    return out
+
+
+@dataclass
+class VisionRowCollator:
+    """Samples with pictures -> one padding-free [1, T] row (as PaddingFreeCollator's), taken from the padded batch
+    `padded` (VisionCollator) makes of the same samples: the same pixel inputs (every picture in order) and
+    mm_token_type_ids, the padding removed, the first label of every sample -100.
+
+    Positions restart at 0 for every sample. For Qwen-VL (`rope_index`: the model's own get_rope_index,
+    model/mrope.py) they are [4, 1, T]: those text positions first (transformers' Qwen-VL text models take a
+    4-row position_ids as text positions + 3-D ones and hand the text row to attention) and under them the 3-D
+    positions the model computes for the padded batch, sample by sample. No cu_seq_lens: Qwen-VL and LLaVA pass
+    text kwargs on to their vision tower, whose own varlen kwargs they collide with, so the attention
+    (model/attention.py) finds the samples from the restarting text positions."""
+
+    padded: VisionCollator
+    rope_index: Any = None
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch = dict(self.padded(_samples(features)))
+        real = batch.pop("attention_mask").bool()
+        input_ids, labels = batch.pop("input_ids"), batch.pop("labels")
+        lengths = real.sum(1)
+        flat_labels = labels[real]
+        flat_labels[torch.cumsum(lengths, 0) - lengths] = IGNORE_INDEX  # nothing before a sample predicts it
+        text = torch.cat([torch.arange(int(n)) for n in lengths])[None]
+        row = {"input_ids": input_ids[real][None], "labels": flat_labels[None], "position_ids": text}
+        if self.rope_index is not None:  # from what the padded batch holds: grids, token types (and video timing)
+            spatial = self.rope_index(input_ids=input_ids, attention_mask=real.long(), **batch)
+            row["position_ids"] = torch.cat([text, spatial[:, real]])[:, None]
+        if "mm_token_type_ids" in batch:
+            row["mm_token_type_ids"] = batch.pop("mm_token_type_ids")[real][None]
+        return {**batch, **row}  # the pixel inputs as they are

@@ -68,29 +68,36 @@ def _packed_folder(dataset: Any, capacity: int) -> Path | None:
     return cache_root() / "datasets" / f"packed-{key}"
 
 
-def _pack_rows(batch: dict[str, list], source: Any) -> dict[str, list]:
+def joined_columns(dataset: Any) -> dict[str, Any]:
+    """A vision dataset's per-sample list columns besides the tokens (its pictures, their sizes) -> their Arrow
+    types. A packed row joins its samples' lists in sample order: the order the collator makes their pixel
+    inputs in and the model gives them to the image tokens in."""
+    from datasets import List
+
+    return {name: feature for name, feature in dataset.features.items()
+            if name not in ("input_ids", "labels", "position_ids") and isinstance(feature, List)}
+
+
+def _pack_rows(batch: dict[str, list], source: Any, joined: tuple[str, ...] = ()) -> dict[str, list]:
     """A batch of bins (dataset indices) -> their packed rows, members in dataset order."""
     groups = [sorted(members) for members in batch["members"]]
     rows = source[[i for group in groups for i in group]]
-    out: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": []}
+    out: dict[str, list] = {name: [] for name in ("input_ids", "labels", "position_ids", *joined)}
     at = 0
     for group in groups:
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
+        row: dict[str, list] = {name: [] for name in out}
         for k in range(at, at + len(group)):
-            ids += rows["input_ids"][k]
-            labels += rows["labels"][k]
-            positions += range(len(rows["input_ids"][k]))
+            for name in ("input_ids", "labels", *joined):
+                row[name] += rows[name][k]
+            row["position_ids"] += range(len(rows["input_ids"][k]))
         at += len(group)
-        out["input_ids"].append(ids)
-        out["labels"].append(labels)
-        out["position_ids"].append(positions)
+        for name, values in row.items():
+            out[name].append(values)
     return out
 
 
 def pack_dataset(dataset: Any, capacity: int) -> Any:
-    """Dataset of single samples (input_ids, labels) -> dataset of packed rows with position_ids. The rows
+    """Dataset of single samples (input_ids, labels[, pictures]) -> dataset of packed rows with position_ids. The rows
     are built by a batch map (Arrow in, Arrow out) and, for a dataset that lives in files, cached."""
     from datasets import Dataset, Features, List, Value
 
@@ -101,9 +108,10 @@ def pack_dataset(dataset: Any, capacity: int) -> Any:
         return load_encoded(folder)[0]
     bins = Dataset.from_dict({"members": pack_lengths(sample_lengths(dataset).tolist(), capacity)})
     ids = List(Value("int32"))
-    kwargs: dict[str, Any] = dict(batched=True, batch_size=256, fn_kwargs={"source": dataset},
+    joined = joined_columns(dataset)
+    kwargs: dict[str, Any] = dict(batched=True, batch_size=256, fn_kwargs={"source": dataset, "joined": tuple(joined)},
                                   remove_columns=["members"],
-                                  features=Features(input_ids=ids, labels=ids, position_ids=ids))
+                                  features=Features(input_ids=ids, labels=ids, position_ids=ids, **joined))
     if folder is None:
         return bins.map(_pack_rows, **kwargs)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

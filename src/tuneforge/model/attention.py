@@ -61,13 +61,17 @@ def _unless_one_row(make_mask: Any) -> Any:
     return mask
 
 
-def _boundaries(query: Any, key: Any, attention_mask: Any, kwargs: dict[str, Any]) -> Any:
+def _boundaries(module: Any, query: Any, key: Any, attention_mask: Any, kwargs: dict[str, Any]) -> Any:
     """Sample boundaries of a batch that is one unpadded row without a cache: cu_seq_lens from the
-    collator, else the restarting position_ids, else the row is one sample. None for anything else."""
+    collator, else the restarting position_ids, else the row is one sample. None for anything else,
+    non-causal attention included: a vision tower loaded with our implementation (a vision-language
+    model's sub-configs all get it) attends over whole images, with its own per-image splits."""
     import torch
 
     total = query.shape[2]
     if attention_mask is not None or query.shape[0] != 1 or key.shape[2] != total:
+        return None
+    if not kwargs.get("is_causal", getattr(module, "is_causal", True)):
         return None
     cu = kwargs.get("cu_seq_lens_q")
     if cu is not None:
@@ -90,7 +94,7 @@ def varlen_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         raise RuntimeError(f"{type(module).__name__} uses attention softcapping or sinks, which SDPA cannot compute: "
                            f"it must be loaded with attn_implementation={VARLEN_EAGER!r} (model/attention.py)")
-    cu = _boundaries(query, key, attention_mask, kwargs)
+    cu = _boundaries(module, query, key, attention_mask, kwargs)
     if cu is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, sliding_window=sliding_window, **kwargs)
@@ -200,7 +204,7 @@ def varlen_eager_attention(module: Any, query: Any, key: Any, value: Any, attent
     import torch
 
     eager = model_eager_attention(module)
-    cu = _boundaries(query, key, attention_mask, kwargs)
+    cu = _boundaries(module, query, key, attention_mask, kwargs)
     if cu is None:
         return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     window = kwargs.get("sliding_window")

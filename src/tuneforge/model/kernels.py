@@ -23,7 +23,6 @@ from tuneforge.config.errors import ConfigError
 from tuneforge.config.schema import RunConfig
 from tuneforge.config.stages import facts
 from tuneforge.model.attention import choose_attention, needs_eager
-from tuneforge.model.vision import is_vision_config
 
 
 @dataclass(frozen=True)
@@ -65,21 +64,9 @@ def plan(cfg: RunConfig, device: str, model_config: Any = None) -> FastPath:
     rows = facts(stage).padding_free
     if packing and not rows:
         raise ConfigError(f"packing: true applies to stage sft or pt, not {stage}")
-    vision_note = ""
-    if rows and is_vision_config(model_config):
-        # Qwen-VL's 3-D (m)rope positions come from the model's get_rope_index over a whole row; padding-free rows
-        # and packing are not proven equal to padded batches for them yet
-        if packing:
-            raise ConfigError("packing: true is not supported for vision-language models yet; remove it (batches "
-                              "are padded)")
-        if cfg.data.padding_free:
-            vision_note = "vision-language model: batches are padded (padding-free rows are not supported for it yet)"
-        rows = False
     padding_free = rows and (cfg.data.padding_free or packing)
     attention = choose_attention(cfg.model.flash_attn, device, padding_free, needs_eager(model_config))
     notes = [attention.note] if attention.note else []
-    if vision_note:
-        notes.append(vision_note)
     liger = _liger(cfg, device, model_config, notes)
     if rows and cfg.model.fused_loss and not liger and zero3(cfg):
         notes.append("deepspeed ZeRO-3 shards lm_head's weight: the chunked loss is off (full logits)")

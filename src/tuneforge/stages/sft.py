@@ -6,9 +6,10 @@ chunked one when the model allows it (model/kernels.py decides; attached to the 
 
 from __future__ import annotations
 
-from tuneforge.data.collate import PaddingFreeCollator, padded_collator
+from tuneforge.data.collate import PaddingFreeCollator, VisionRowCollator, padded_collator
 from tuneforge.data.encode.multimodal import vision_collator
 from tuneforge.model.fused_loss import attach_chunked_loss
+from tuneforge.model.mrope import rope_index
 from tuneforge.stages import StageContext, StageDef, StageResult
 from tuneforge.stages.run import run_trainer
 from tuneforge.train.trainer import CausalLMTrainer
@@ -16,8 +17,10 @@ from tuneforge.train.trainer import CausalLMTrainer
 
 def run(ctx: StageContext) -> StageResult:
     fast = ctx.fast
-    if ctx.template.images is not None:  # pictures in the batch: padded (model/kernels.py says why)
+    if ctx.template.images is not None:  # pictures in the batch: their pixel inputs, positions per sample
         collator = vision_collator(ctx.template, padded_collator(ctx.tokenizer, ctx.precision.device))
+        if fast.padding_free:
+            collator = VisionRowCollator(collator, rope_index(ctx.model))
     elif fast.padding_free:
         collator = PaddingFreeCollator()
     else:
