@@ -77,6 +77,17 @@ def _pick(decoded: Any, duration: float, settings: VideoSettings) -> list[Any]:
     return picked
 
 
+def _decoded(container: Any, stream: Any) -> Any:
+    """The stream's frames; an end of file where the demuxer wanted more ends them (a stream with no frame
+    written reads as one with no frame)."""
+    import av
+
+    try:
+        yield from container.decode(stream)
+    except av.error.EOFError:
+        return
+
+
 def sample_frames(path: str, settings: VideoSettings, where: str) -> tuple[list[Any], float]:
     """(the sampled frames as RGB PIL images, frames sampled per second). A file PyAV cannot open or decode,
     or one with no frame, is one line naming it and the record; so is PyAV missing."""
@@ -91,9 +102,11 @@ def sample_frames(path: str, settings: VideoSettings, where: str) -> tuple[list[
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             duration = _duration(container, stream)
-            frames = _pick(container.decode(stream), duration, settings)
+            frames = _pick(_decoded(container, stream), duration, settings)
     except FileNotFoundError:
         raise DataError(f"video {path} does not exist", source=where) from None
+    except av.error.EOFError:  # the file ends before its first frame (a stream header and nothing in it)
+        frames = []
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise DataError(f"cannot read video {path} ({_first_line(exc)})", source=where) from None
     if not frames:
