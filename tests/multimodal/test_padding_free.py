@@ -1,7 +1,8 @@
 """Padding-free rows and packed rows of samples with pictures compute what padded batches compute: the per-token
 loss and every gradient (vision tower included), for each vision family we train (Qwen2-VL, Qwen2.5-VL, Qwen3-VL:
-3-D rope positions per sample; LLaVA: 1-D), on 3 samples with 0, 1 and 2 pictures of different sizes. And a
-packed run through `tuneforge train` trains."""
+3-D rope positions per sample; LLaVA: 1-D), on 3 samples with 0, 1 and 2 pictures of different sizes (and for
+the families that take videos a fourth with a video and a picture). And a packed run through `tuneforge train`
+trains."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from vl import QUESTION, square, train_vl, write_squares
+from vl import QUESTION, clip_frames, square, train_vl, write_clip, write_squares
 
 TINY = {"qwen2_vl": "tuneforge/tiny-qwen2-vl", "qwen3_vl": "tuneforge/tiny-qwen3-vl", "llava": "tuneforge/tiny-llava"}
 # Qwen2.5-VL (windowed vision attention, its own get_rope_index) has no tuneforge/tiny-* name: built here the way
@@ -19,6 +20,7 @@ QWEN25 = ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", {},
           dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
                temporal_patch_size=2, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1]),
           dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14), "You are a helpful assistant.")
+VIDEO_FAMILIES = {"qwen2_vl", "qwen2_5_vl"}  # a fourth sample with a video (Qwen2.5-VL: its seconds per grid)
 SIZES = [(56, 56), (77, 131), (200, 90)]  # the second sample's picture; the third's two (one scaled down)
 
 
@@ -65,12 +67,16 @@ def family(request, pictures):
         Example(messages=[Message("user", f"<image>这两个方块<image>是什么颜色？"), Message("assistant", "绿色和蓝色")],
                 images=pictures[1:]),
     ]
+    if request.param in VIDEO_FAMILIES:  # a 4-frame clip (2 temporal patches) beside a picture
+        clip = write_clip(Path(pictures[0]).with_name("视频.mp4"), clip_frames(["blue", "red"], random.Random(4)))
+        examples.append(Example(messages=[Message("user", "先看视频<video>，再看图<image>。哪个颜色先出现？"),
+                                          Message("assistant", "蓝色先出现")], images=pictures[:1], videos=[str(clip)]))
     encode = batch_encoder(template, "sft", data)
     samples = []
     for example in examples:
         out = encode({key: [value] for key, value in example_row(example).items()})
         samples.append({key: values[0] for key, values in out.items()})
-    assert [len(s["images"]) for s in samples] == [0, 1, 2]
+    assert [len(s["images"]) for s in samples][:3] == [0, 1, 2]
     padded = vision_collator(template, padded_collator(template.tokenizer, "cpu"))
     return SimpleNamespace(cfg=cfg, samples=samples, padded=padded)
 
@@ -140,23 +146,24 @@ def test_padding_free_row_equals_the_padded_batch(family):
 
 
 def test_packed_rows_equal_the_padded_batch(family):
-    """Packed into 2 rows (the longest sample alone, the other two together with their pictures joined in sample
-    order), collated as one micro-batch: the padded batch of the same samples in that order."""
+    """Packed into 2 rows of at most all-but-the-longest tokens, a row's pictures (and videos) joined in sample
+    order, collated as one micro-batch: the padded batch of the same samples in that order."""
     from datasets import Dataset
 
     from tuneforge.data.collate import VisionRowCollator
+    from tuneforge.data.encoded import features
     from tuneforge.data.packing import pack_dataset, pack_lengths
     from tuneforge.model.mrope import rope_index
 
     samples = family.samples
     lengths = [len(s["input_ids"]) for s in samples]
     groups = [sorted(group) for group in pack_lengths(lengths, sum(lengths) - max(lengths))]
-    assert sorted(map(len, groups)) == [1, 2]
-    rows = list(pack_dataset(Dataset.from_list(samples), sum(lengths) - max(lengths)))
+    assert len(groups) == 2 and max(map(len, groups)) > 1
+    dataset = Dataset.from_list(samples, features=features("supervised", vision=True))
+    rows = list(pack_dataset(dataset, sum(lengths) - max(lengths)))
     for row, group in zip(rows, groups, strict=True):
-        assert row["input_ids"] == [t for i in group for t in samples[i]["input_ids"]]
-        assert row["images"] == [p for i in group for p in samples[i]["images"]]
-        assert row["image_hw"] == [x for i in group for x in samples[i]["image_hw"]]
+        for column in ("input_ids", "images", "image_hw", *(("videos", "video_thw") if len(samples) > 3 else ())):
+            assert row[column] == [x for i in group for x in samples[i][column]], column
     reference, model = models(family.cfg)
     row = VisionRowCollator(family.padded, rope_index(model))(rows)
     assert_same_training(reference, family.padded([samples[i] for group in groups for i in group]), model, row)
