@@ -136,6 +136,36 @@ def test_use_modelscope_hub_downloads_hub_ids_with_modelscope(tiny_path, monkeyp
     hub.modelscope_folder.cache_clear()
 
 
+@pytest.mark.parametrize("value", ["1", "TRUE", "yes", "on"])
+def test_a_modelscope_dataset_follows_the_same_switch_as_models(monkeypatch, value):
+    """A dataset registered only with ms_hub_url loads through ModelScope's MsDataset when USE_MODELSCOPE_HUB is
+    on, by the same rule as a model ("TRUE" and "yes" count as on), and says how to turn it on when it is off."""
+    import types
+
+    from tuneforge.config.errors import DataError
+    from tuneforge.data.readers import hub_dataset
+    from tuneforge.data.registry import DatasetSpec
+
+    rows = [{"instruction": "你好", "output": "hi"}]
+    asked = []
+
+    class MsDataset:
+        @staticmethod
+        def load(path, subset_name=None, split=None, cache_dir=None):
+            asked.append((path, split))
+            return rows
+
+    fake = types.ModuleType("modelscope")
+    fake.MsDataset = MsDataset
+    monkeypatch.setitem(sys.modules, "modelscope", fake)
+    spec = DatasetSpec("ms_demo", "ms_hub", "AI-ModelScope/alpaca-gpt4-data-zh")
+    monkeypatch.delenv("USE_MODELSCOPE_HUB", raising=False)
+    with pytest.raises(DataError, match="'ms_demo' is only on ModelScope; set USE_MODELSCOPE_HUB=1"):
+        hub_dataset(spec)
+    monkeypatch.setenv("USE_MODELSCOPE_HUB", value)
+    assert list(hub_dataset(spec)) == rows and asked == [("AI-ModelScope/alpaca-gpt4-data-zh", spec.split)]
+
+
 class _NotFound(BaseHTTPRequestHandler):
     """A mirror that knows no model: answers every request 404 and remembers the paths."""
 

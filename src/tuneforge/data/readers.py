@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.errors import DataError
+from tuneforge.config.switches import switched_on
 from tuneforge.data.registry import DatasetSpec
 from tuneforge.textfile import TextProblem, open_text, parse_json
 
@@ -298,7 +299,7 @@ def hub_dataset(spec: DatasetSpec, cache_dir: str | None = None) -> Any:
     """A hub dataset as `datasets` loads it (memory-mapped from its cache once downloaded)."""
     path = spec.path
     if spec.load_from == "ms_hub":
-        if os.environ.get("USE_MODELSCOPE_HUB", "0") not in ("1", "true"):
+        if not switched_on(os.environ, "USE_MODELSCOPE_HUB"):
             raise DataError(f"dataset '{spec.name}' is only on ModelScope; set USE_MODELSCOPE_HUB=1 and "
                             "install modelscope, or download it and register it with file_name")
         try:
