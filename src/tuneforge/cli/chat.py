@@ -10,18 +10,36 @@ from typing import Any
 
 
 IMAGE_COMMAND = "/image "
+VIDEO_COMMAND = "/video "
 
 
-def image_path(prompt: str) -> str | None:
-    """The file of an `/image PATH` line (vision models: the picture goes with the next message), or None."""
-    if not prompt.startswith(IMAGE_COMMAND):
+def image_path(prompt: str) -> Any:
+    """The file of an `/image PATH` line (vision models: the picture goes with the next message), a `Video` for
+    a `/video PATH` line, or None."""
+    command = next((c for c in (IMAGE_COMMAND, VIDEO_COMMAND) if prompt.startswith(c)), None)
+    if command is None:
         return None
     from tuneforge.config.errors import ConfigError
+    from tuneforge.infer.images import Video
 
-    path = Path(prompt[len(IMAGE_COMMAND):].strip().strip("'\"")).expanduser()
+    path = Path(prompt[len(command):].strip().strip("'\"")).expanduser()
     if not path.is_file():
-        raise ConfigError(f"/image: {path} does not exist")
-    return str(path)
+        raise ConfigError(f"{command.strip()}: {path} does not exist")
+    return Video(str(path)) if command == VIDEO_COMMAND else str(path)
+
+
+def described(item: Any) -> str:
+    """'image PATH' or 'video PATH'."""
+    return f"video {item.path}" if hasattr(item, "path") else f"image {item}"
+
+
+def waiting_marks(media: list[Any], history: list) -> str:
+    """The <video>/<image> placeholders of the media not yet placed in the history (they go with this message)."""
+    marks = ""
+    for mark, count in (("<video>", sum(hasattr(m, "path") for m in media)),
+                        ("<image>", sum(not hasattr(m, "path") for m in media))):
+        marks += mark * max(count - sum(m.content.count(mark) for m in history), 0)
+    return marks
 
 
 def with_images(images: list[str]) -> dict[str, Any]:
@@ -29,8 +47,8 @@ def with_images(images: list[str]) -> dict[str, Any]:
 
 
 def answer_lines(engine: Any, lines: Any, system: str | None, write: Callable[[str], None] = print) -> None:
-    """Script mode: every non-empty line is a separate one-shot prompt; an `/image PATH` line attaches that
-    picture to the next prompt."""
+    """Script mode: every non-empty line is a separate one-shot prompt; an `/image PATH` (`/video PATH`) line
+    attaches that picture (video) to the next prompt."""
     from tuneforge.data.example import Message
 
     pending: list[str] = []
@@ -38,7 +56,7 @@ def answer_lines(engine: Any, lines: Any, system: str | None, write: Callable[[s
         prompt = line.strip()
         if (path := image_path(prompt)) is not None:
             pending.append(path)
-            write(f"User: [image {path}]")
+            write(f"User: [{described(path)}]")
         elif prompt:
             write(f"User: {prompt}")
             write(f"Assistant: {engine.chat([Message('user', prompt)], system, **with_images(pending))}")
@@ -48,11 +66,12 @@ def answer_lines(engine: Any, lines: Any, system: str | None, write: Callable[[s
 def repl(engine: Any, system: str | None, read: Callable[[str], str] = input,
          write: Callable[..., None] = print) -> list:
     """Interactive mode: streamed answers, history kept; `clear` resets it, `exit` quits, `/image PATH` adds
-    a picture to the next message."""
+    a picture to the next message, `/video PATH` a video."""
     from tuneforge.config.errors import ConfigError
     from tuneforge.data.example import Message
 
-    write("Type a message; 'clear' resets the history, 'exit' quits, '/image PATH' adds a picture (vision models).")
+    write("Type a message; 'clear' resets the history, 'exit' quits, '/image PATH' adds a picture, '/video PATH' a "
+          "video (vision models).")
     history: list[Message] = []
     images: list[str] = []
     while True:
@@ -67,18 +86,17 @@ def repl(engine: Any, system: str | None, read: Callable[[str], str] = input,
             history, images = [], []
             write("history cleared")
             continue
-        if prompt.startswith(IMAGE_COMMAND):
+        if prompt.startswith((IMAGE_COMMAND, VIDEO_COMMAND)):
             try:
                 images.append(image_path(prompt) or "")
             except ConfigError as exc:  # a mistyped path: say so and keep the conversation
                 write(f"error: {exc}")
                 continue
-            write(f"image {images[-1]} goes with your next message")
+            write(f"{described(images[-1])} goes with your next message")
             continue
         if not prompt:
             continue
-        waiting = len(images) - sum(m.content.count("<image>") for m in history)
-        history.append(Message("user", "<image>" * max(waiting, 0) + prompt))
+        history.append(Message("user", waiting_marks(images, history) + prompt))
         write("Assistant: ", end="", flush=True)
         started, answer, first = time.perf_counter(), "", None
         for piece in engine.stream_chat(history, system, **with_images(images)):

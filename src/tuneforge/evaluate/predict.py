@@ -31,6 +31,7 @@ from tuneforge.config.errors import ConfigError, DataError
 from tuneforge.config.schema import ModelConfig, RunConfig
 from tuneforge.data.example import TRAINED_ROLES, Example
 from tuneforge.infer.base import Engine
+from tuneforge.infer.images import Video
 from tuneforge.log import note
 
 PREDICTIONS_FILE = "generated_predictions.jsonl"
@@ -99,7 +100,7 @@ def load_samples(cfg: RunConfig) -> tuple[list[Sample], dict[str, int]]:
             raise DataError("the conversation does not end with an answer to compare predictions with",
                             source=example.source or None)
         prompt = Example(messages=messages[:-1], system=example.system, tools=example.tools, source=example.source,
-                         images=example.images)
+                         images=example.images, videos=example.videos)
         samples.append(Sample(prompt, messages[-1].content))
     return samples, report.counts
 
@@ -124,7 +125,7 @@ def generate_answers(engine: Any, samples: list[Sample], batch_size: int) -> tup
     groups: dict[str | None, list[int]] = {}
     singles: list[int] = []
     for index, sample in enumerate(samples):
-        if sample.example.tools or sample.example.images:
+        if sample.example.tools or sample.example.images or sample.example.videos:
             singles.append(index)
         else:
             groups.setdefault(sample.example.system, []).append(index)
@@ -143,7 +144,8 @@ def generate_answers(engine: Any, samples: list[Sample], batch_size: int) -> tup
                 last_report = time.perf_counter()
     for i in singles:
         example = samples[i].example
-        pictures = {"images": example.images} if example.images else {}
+        media = [*example.images, *(Video(path) for path in example.videos)]  # videos ride with the pictures
+        pictures = {"images": media} if media else {}
         answers[i] = engine.generate(example.messages, example.system, example.tools, **pictures)[0].text
         steps += 1
     return [a or "" for a in answers], steps

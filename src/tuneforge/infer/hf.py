@@ -168,7 +168,7 @@ class HFEngine:
         if images:
             from tuneforge.infer.images import image_inputs
 
-            return image_inputs(self.template, messages, system, tools, images, n, self.device)
+            return image_inputs(self.template, messages, system, tools, images, n, self.device, self.model)
         return self.encode([self.prompt_text(messages, system, tools)] * n)
 
     def encode(self, texts: list[str]) -> Any:
