@@ -187,22 +187,61 @@ def test_truncation_never_cuts_a_video(template, tmp_path):
         batch_encoder(bound, "sft", data.model_copy(update={"cutoff_len": 8}))(row)
 
 
-def test_a_batch_has_the_video_inputs_and_token_types(template, tmp_path):
+def video_batch(bound, data, path: Path) -> dict:
+    """The collated training batch of one sample with the video at `path`."""
     from tuneforge.data.collate import padded_collator
     from tuneforge.data.encode.multimodal import vision_collator
 
-    bound, data = template
-    video = write_clip(tmp_path / "v.mp4", clip_frames(["red", "blue"], random.Random(2)))
-    example = Example(messages=[Message("user", "<video>?"), Message("assistant", "red")], videos=[str(video)],
+    example = Example(messages=[Message("user", "<video>?"), Message("assistant", "red")], videos=[str(path)],
                       source="one")
     out = batch_encoder(bound, "sft", data)({k: [v] for k, v in example_row(example).items()})
-    rows = [{key: out[key][0] for key in out}]
-    batch = vision_collator(bound, padded_collator(bound.tokenizer, "cpu"))(rows)
+    return vision_collator(bound, padded_collator(bound.tokenizer, "cpu"))([{key: out[key][0] for key in out}])
+
+
+def test_a_batch_has_the_video_inputs_and_token_types(template, tmp_path):
+    bound, data = template
+    batch = video_batch(bound, data, write_clip(tmp_path / "v.mp4", clip_frames(["red", "blue"], random.Random(2))))
     video_id = bound.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     assert batch["video_grid_thw"].tolist() == [[2, 4, 4]] and batch["pixel_values_videos"].shape == (32, 1176)
     assert batch["second_per_grid_ts"].tolist() == [1.0]  # 2 frames per patch at 2 frames per second
     assert torch.equal(batch["mm_token_type_ids"] == 2, batch["input_ids"] == video_id)
     assert int((batch["mm_token_type_ids"] == 2).sum()) == 8
+
+
+def test_qwen2_5_vl_trains_on_the_batch_with_its_time_positions(template, tmp_path):
+    """A tiny random Qwen2.5-VL (built here from its config classes, the tiny Qwen2-VL's tokenizer) takes the
+    collated batch and its gradient flows; second_per_grid_ts (2 frames / 2 fps = 1 s per temporal patch) spaces
+    its temporal positions by tokens_per_second; generation passes it to Qwen2.5-VL, whose forward names it, and
+    not to Qwen2-VL."""
+    import transformers
+
+    from tuneforge.infer.images import model_takes
+    from tuneforge.model.tiny_vl import TEXT, VISION_TOKENS
+
+    bound, data = template
+    tokenizer = bound.tokenizer
+    ids = dict(zip(("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"),
+                   tokenizer.convert_tokens_to_ids(VISION_TOKENS)))
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=4, window_size=56,
+                  fullatt_block_indexes=[1])
+    config = transformers.Qwen2_5_VLConfig(text_config={**TEXT, "vocab_size": len(tokenizer), "bos_token_id": None,
+                                                        "eos_token_id": tokenizer.eos_token_id,
+                                                        "pad_token_id": tokenizer.pad_token_id},
+                                           vision_config=vision, **ids)
+    torch.manual_seed(0)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    batch = video_batch(bound, data, write_clip(tmp_path / "v.mp4", clip_frames(["red", "blue"], random.Random(2))))
+    loss = model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.lm_head.weight.grad.abs().sum() > 0
+    positions, _ = model.model.get_rope_index(
+        input_ids=batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+        video_grid_thw=batch["video_grid_thw"], second_per_grid_ts=batch["second_per_grid_ts"])
+    temporal = positions[0, 0][batch["mm_token_type_ids"][0] == 2].unique()
+    assert (temporal - temporal[0]).tolist() == [0, 4]  # tokens_per_second 4 x 1 s per temporal patch
+    assert model_takes(model, "second_per_grid_ts")
+    assert not model_takes(transformers.Qwen2VLForConditionalGeneration, "second_per_grid_ts")
 
 
 @pytest.fixture
