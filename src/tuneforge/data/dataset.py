@@ -26,6 +26,7 @@ from tuneforge.data.loader import LoadReport, example_row, load_rows
 from tuneforge.data.readers import hub_dataset, local_files
 from tuneforge.data.registry import resolve
 from tuneforge.data.templates import BoundTemplate
+from tuneforge.log import note
 
 META = "tuneforge.json"
 __all__ = ["EncodedData", "build_datasets", "cache_root", "encode_examples", "progress_bars"]
@@ -62,6 +63,38 @@ def encode_examples(examples: Any, template: BoundTemplate, stage: str, data: Da
     return encoded, 0 if kind == "pretrain" else len(raw) - len(encoded)
 
 
+def media_stamps(rows: Any) -> dict[str, list[int]]:
+    """Size and mtime of every image and video file the records name. The cache key covers the dataset files
+    only (a cached start reads no record), so these are kept beside the cache and checked on a cached start:
+    a picture edited in place under the same name re-encodes the data."""
+    stamps: dict[str, list[int]] = {}
+    for column in ("images", "videos"):
+        if column not in rows.column_names:
+            continue
+        for paths in rows.select_columns([column]).iter(batch_size=BATCH):
+            for path in (p for row in paths[column] for p in row or [] if p not in stamps):
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue
+                stamps[path] = [stat.st_size, stat.st_mtime_ns]
+    return stamps
+
+
+def changed_media(stamps: dict[str, list[int]]) -> list[str]:
+    """The files of `media_stamps` whose size or mtime is no longer the recorded one (or that are gone)."""
+    changed = []
+    for path, (size, mtime) in stamps.items():
+        try:
+            stat = os.stat(path)
+        except OSError:
+            changed.append(path)
+            continue
+        if stat.st_size != size or stat.st_mtime_ns != mtime:
+            changed.append(path)
+    return changed
+
+
 def _cache_key(names: list[str], template: BoundTemplate, stage: str, data: DataConfig, seed: int) -> str:
     """data/fingerprint.py's key for these datasets (their files hashed, a digest remembered by stat)."""
     memo = cache_root() / "sources"
@@ -92,7 +125,11 @@ def _encode_cached(names: list[str], template: BoundTemplate, stage: str, data: 
     path = root / key
     if (path / META).is_file() and not data.overwrite_cache:
         dataset, meta = load_encoded(path)
-        return dataset, LoadReport(meta["counts"], meta["skipped"], meta.get("warnings", [])), meta["dropped"], True
+        changed = changed_media(meta.get("media", {}))
+        if not changed:
+            return dataset, LoadReport(meta["counts"], meta["skipped"], meta.get("warnings", [])), meta["dropped"], True
+        note(f"{len(changed)} image/video file(s) changed since the tokenized cache was written (e.g. {changed[0]}): "
+             "encoding again")
     tmp = root / f"{key}.tmp{process_tag()}"
     try:
         raw, report = load_rows(data, names, stage, tmp / "rows", seed=seed)
@@ -101,11 +138,12 @@ def _encode_cached(names: list[str], template: BoundTemplate, stage: str, data: 
         if len(dataset) == 0:
             raise DataError(f"cutoff_len {data.cutoff_len} is too small: no sample of {', '.join(names)} keeps a "
                             "trained token after truncation; raise cutoff_len")
+        media = media_stamps(raw)
         del raw, dataset
         shutil.rmtree(tmp / "rows")
         files = sorted(p.name for p in tmp.glob("data*.arrow"))
         meta = {"dropped": dropped, "datasets": names, "files": files, "counts": report.counts,
-                "skipped": report.skipped, "warnings": report.warnings}
+                "skipped": report.skipped, "warnings": report.warnings, "media": media}
         (tmp / META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         if path.exists():  # overwrite_cache, or a folder an interrupted run left without its metadata
             shutil.rmtree(path)
