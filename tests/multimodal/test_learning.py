@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, write_yaml
-from vl import COLOURS, QUESTION, square, train_vl, write_squares
+from vl import COLOURS, QUESTION, predicted, square, train_vl, write_squares
 
 HELD_OUT = 24
 
@@ -80,13 +80,7 @@ def test_chat_takes_an_image_command(colour_model, tmp_path):
 
 
 def test_predict_reads_the_images_of_the_eval_data(colour_model, tmp_path):
-    folder = write_squares(tmp_path / "eval", 6, seed=3)
-    config = write_yaml(tmp_path / "predict.yaml", model_name_or_path=str(colour_model), do_train=False,
-                        do_predict=True, predict_with_generate=True, eval_dataset="squares",
-                        dataset_dir=str(folder), do_sample=False, max_new_tokens=5, output_dir=str(tmp_path / "p"))
-    result = run_cli("train", str(config))
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [json.loads(line) for line in (tmp_path / "p" / "generated_predictions.jsonl").read_text().splitlines()]
+    rows = predicted(colour_model, write_squares(tmp_path / "eval", 6, seed=3), "squares", tmp_path)
     assert sum(row["predict"] == row["label"] for row in rows) >= 5, rows
 
 

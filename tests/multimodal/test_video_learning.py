@@ -4,13 +4,12 @@ predict on eval data with videos answer from the clip."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import pytest
 from conftest import run_cli, write_yaml
-from vl import COLOURS, ORDER_QUESTION, clip_frames, train_vl, write_clip, write_clips
+from vl import COLOURS, ORDER_QUESTION, clip_frames, predicted, train_vl, write_clip, write_clips
 
 HELD_OUT = 24
 PAIRS = [(a, b) for a in COLOURS for b in COLOURS if a != b]
@@ -59,11 +58,5 @@ def test_chat_takes_a_video_command(order_model, tmp_path):
 
 
 def test_predict_reads_the_videos_of_the_eval_data(order_model, tmp_path):
-    folder = write_clips(tmp_path / "eval", 6, seed=3)
-    config = write_yaml(tmp_path / "predict.yaml", model_name_or_path=str(order_model), do_train=False,
-                        do_predict=True, predict_with_generate=True, eval_dataset="clips",
-                        dataset_dir=str(folder), do_sample=False, max_new_tokens=5, output_dir=str(tmp_path / "p"))
-    result = run_cli("train", str(config))
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [json.loads(line) for line in (tmp_path / "p" / "generated_predictions.jsonl").read_text().splitlines()]
+    rows = predicted(order_model, write_clips(tmp_path / "eval", 6, seed=3), "clips", tmp_path)
     assert sum(row["predict"] == row["label"] for row in rows) >= 5, rows

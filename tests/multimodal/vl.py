@@ -33,11 +33,17 @@ def write_squares(folder: Path, count: int, seed: int = 0) -> Path:
         square(colour, rng).save(folder / "图片" / f"{i}.png")
         rows.append({"messages": [{"role": "user", "content": f"<image>{QUESTION}"},
                                   {"role": "assistant", "content": colour}], "images": [f"图片/{i}.png"]})
-    (folder / "squares.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    info = {"squares": {"file_name": "squares.json", "formatting": "sharegpt",
-                        "columns": {"messages": "messages", "images": "images"},
-                        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                                 "assistant_tag": "assistant"}}}
+    return register(folder, "squares", rows, "images")
+
+
+def register(folder: Path, name: str, rows: list[dict], media: str) -> Path:
+    """`rows` written to NAME.json in `folder` and registered in its dataset_info.json (sharegpt, columns
+    messages and `media`)."""
+    (folder / f"{name}.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    info = {name: {"file_name": f"{name}.json", "formatting": "sharegpt",
+                   "columns": {"messages": "messages", media: media},
+                   "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                            "assistant_tag": "assistant"}}}
     (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     return folder
 
@@ -91,10 +97,16 @@ def write_clips(folder: Path, count: int, seed: int = 0) -> Path:
         write_clip(folder / "视频" / f"{i}.mp4", clip_frames([first, then], rng))
         rows.append({"messages": [{"role": "user", "content": f"<video>{ORDER_QUESTION}"},
                                   {"role": "assistant", "content": first}], "videos": [f"视频/{i}.mp4"]})
-    (folder / "clips.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    info = {"clips": {"file_name": "clips.json", "formatting": "sharegpt",
-                      "columns": {"messages": "messages", "videos": "videos"},
-                      "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                               "assistant_tag": "assistant"}}}
-    (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
-    return folder
+    return register(folder, "clips", rows, "videos")
+
+
+def predicted(model: Path, folder: Path, dataset: str, tmp: Path) -> list[dict]:
+    """`tuneforge train` with do_predict on the eval dataset `dataset` in `folder`: the generated_predictions rows."""
+    from conftest import run_cli, write_yaml
+
+    config = write_yaml(tmp / "predict.yaml", model_name_or_path=str(model), do_train=False, do_predict=True,
+                        predict_with_generate=True, eval_dataset=dataset, dataset_dir=str(folder), do_sample=False,
+                        max_new_tokens=5, output_dir=str(tmp / "p"))
+    result = run_cli("train", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [json.loads(line) for line in (tmp / "p" / "generated_predictions.jsonl").read_text().splitlines()]
