@@ -149,6 +149,7 @@ def test_data_check_reports_images_and_the_records_dropped_for_them(tmp_path):
     run_check(config, [], 0, console=console)
     text = console.export_text()
     assert "images: " in text and "tokens per image: min 4, median 4, max 4" in text
+    assert "padding-free micro-batch at most" in text and "packing: true makes" in text  # as for text data
     dropped = [line for line in text.splitlines() if line.startswith("dropped ")]
     assert dropped and all("squares.json record" in line and "would cut into an image's tokens" in line
                            for line in dropped)

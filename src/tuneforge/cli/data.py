@@ -77,7 +77,7 @@ def run_check(config_path: Path, overrides: list[str], samples: int, console: Co
         trained = sum(sum(1 for x in row if x != IGNORE_INDEX) for row in data.train["labels"])
         total = sum(len(row) for row in data.train["input_ids"])
         console.print(f"trained tokens: {trained} of {total} ({100 * trained / max(total, 1):.1f}%)")
-    if facts(stage).padding_free and template.images is None:  # vision batches are padded (model/kernels.py)
+    if facts(stage).padding_free:
         show_batching([len(row) for row in data.train["input_ids"]], cfg, console)
     for index in range(min(samples, len(data.train))):
         show_row(tokenizer, data.train[index], index, console)
