@@ -16,6 +16,8 @@ the CUDA allocator's peak and cache are per process.
 |                  | (what a padded batch computes), bf16 autocast: qwen2 LoRA (bf16 weights),     |
 |                  | qwen2 full (fp32 master weights: q/k reach the kernel cast to bf16), mistral  |
 |                  | with a 64-token sliding window                                                |
+| vision_*         | tiny Qwen2-VL / LLaVA: per-token losses and gradients of a padding-free row   |
+|                  | of samples with 0-2 pictures vs their padded batch, bf16 autocast             |
 | liger            | Liger's patched loss vs the chunked loss on the same row (if installed)       |
 | memory_*         | lora / freeze / full at the chosen shape, gradient accumulation 1 and 4:      |
 |                  | torch.cuda.max_memory_allocated of real steps vs the estimate (within 15%)    |
@@ -32,7 +34,8 @@ import subprocess
 import sys
 import time
 
-CHECKS = ["kernel", "parity_qwen2_lora", "parity_qwen2_full", "parity_mistral_window", "liger",
+CHECKS = ["kernel", "parity_qwen2_lora", "parity_qwen2_full", "parity_mistral_window", "vision_qwen2_vl",
+          "vision_llava", "liger",
           "memory_lora_ga1", "memory_lora_ga4", "memory_freeze_ga1", "memory_freeze_ga4", "memory_full_ga1",
           "memory_full_ga4", "vllm_predict"]
 SHAPES = {  # ../shared/bench/make_model.py's shapes; "small" runs anywhere in seconds
@@ -61,12 +64,14 @@ def device_and_dtype():
 
 
 def run_one(name: str, shape: str, tokens: int) -> None:
-    from gpu_checks import memory, parity  # bench/gpu_checks/: the checks themselves
+    from gpu_checks import memory, parity, vision  # bench/gpu_checks/: the checks themselves
 
     if name == "kernel":
         parity.check_kernel(report)
     elif name.startswith("parity_"):
         parity.check_parity(name, report)
+    elif name.startswith("vision_"):
+        vision.check_vision(name, report)
     elif name == "liger":
         parity.check_liger(report)
     elif name.startswith("memory_"):
