@@ -10,14 +10,15 @@ Where torchvision imports, `video_inputs` hands the cached frames to transformer
 
 The patches are the video processor's layout: consecutive frames grouped in pairs (`temporal_patch_size`), the
 frame count padded to a multiple of it by repeating the last frame, `pixel_values_videos` of shape
-(grid_t * grid_h * grid_w, channels * temporal_patch_size * patch * patch) and `video_grid_thw`. Normalising
-is left to the image processor itself (one frame at a time, `do_resize=False`), so a video of two identical
-frames gives exactly the pixel values of that frame as a picture (tests/multimodal/test_video.py).
+(grid_t * grid_h * grid_w, channels * temporal_patch_size * patch * patch) and `video_grid_thw`. Rescaling and
+normalising are the image processor's own (`rescale`, `normalize`), so a video of two identical frames gives
+exactly the pixel values of that frame as a picture (tests/multimodal/test_video.py).
 Like pictures, the resized frames are cached with the tokenized data (uint8, one blob per video).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -158,42 +159,63 @@ def _frames(clip: tuple[bytes, int, int, int, float]) -> Any:
     return np.frombuffer(pixels, dtype=np.uint8).reshape(frames, height, width, 3)
 
 
-def _torchvision_inputs(processor: Any, videos: list[Any]) -> dict[str, Any] | None:
-    """transformers' own video processor on the cached frames, where torchvision imports (untested here)."""
+@functools.lru_cache(maxsize=1)
+def _video_processor_class() -> Any:
+    """transformers' Qwen2VLVideoProcessor where torchvision imports, else None (asked once per process)."""
     try:
         from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-    except (ImportError, RuntimeError, OSError):
+    except (ImportError, RuntimeError, OSError):  # no torchvision, or one built for another torch
         return None
-    video_processor = Qwen2VLVideoProcessor(
+    return Qwen2VLVideoProcessor
+
+
+def _torchvision_inputs(processor: Any, videos: list[Any]) -> dict[str, Any] | None:
+    """transformers' own video processor on the cached frames, where torchvision imports (untested here)."""
+    video_class = _video_processor_class()
+    if video_class is None:
+        return None
+    video_processor = video_class(
         patch_size=processor.patch_size, temporal_patch_size=processor.temporal_patch_size,
-        merge_size=processor.merge_size, image_mean=processor.image_mean, image_std=processor.image_std)
+        merge_size=processor.merge_size, image_mean=processor.image_mean, image_std=processor.image_std,
+        cap_pixels_per_frame=False)  # the frames are already sized
     out = video_processor(videos=videos, do_resize=False, do_sample_frames=False, return_tensors="pt")
     return {"pixel_values_videos": out["pixel_values_videos"], "video_grid_thw": out["video_grid_thw"]}
+
+
+def patches(plan: ImagePlan, video: Any) -> Any:
+    """One video's frames (t, h, w, 3 uint8; t a multiple of temporal_patch_size) -> its patches, in the video
+    processor's (grid_t, row, column; channel, time, pixel row, pixel column) order. Rescaled and normalised by
+    the image processor's own `rescale`/`normalize` (element-wise, so all frames go through in one call, laid
+    one under another), which gives exactly the image path's values for each frame."""
+    import numpy as np
+
+    processor, patch, merge = plan.processor, plan.patch, plan.merge
+    temporal = int(processor.temporal_patch_size)
+    frames, height, width, channels = video.shape
+    tall = np.ascontiguousarray(video.transpose(3, 0, 1, 2)).reshape(channels, frames * height, width)
+    if processor.do_rescale:
+        tall = processor.rescale(tall, processor.rescale_factor)
+    if processor.do_normalize:
+        tall = processor.normalize(tall, processor.image_mean, processor.image_std)
+    grid_t, grid_h, grid_w = frames // temporal, height // patch, width // patch
+    cut = np.asarray(tall, dtype=np.float32).reshape(channels, grid_t, temporal, grid_h // merge, merge, patch,
+                                                      grid_w // merge, merge, patch)
+    cut = cut.transpose(1, 3, 6, 4, 7, 0, 2, 5, 8)
+    return cut.reshape(grid_t * grid_h * grid_w, channels * temporal * patch * patch), [grid_t, grid_h, grid_w]
 
 
 def video_inputs(plan: ImagePlan, clips: list[tuple[bytes, int, int, int, float]]) -> dict[str, Any]:
     """Cached clips (pixels, frames, height, width, fps) -> pixel_values_videos, video_grid_thw and
     second_per_grid_ts (Qwen2.5-VL's seconds per temporal patch; Qwen2-VL's forward ignores it)."""
+    import numpy as np
     import torch
 
-    processor, temporal = plan.processor, int(plan.processor.temporal_patch_size)
+    temporal = int(plan.processor.temporal_patch_size)
     videos = [_frames(clip) for clip in clips]
     seconds = torch.tensor([temporal / clip[4] for clip in clips], dtype=torch.float32)
-    out = _torchvision_inputs(processor, videos)
+    out = _torchvision_inputs(plan.processor, videos)
     if out is not None:
         return {**out, "second_per_grid_ts": seconds}
-    # every frame as a picture (the processor repeats it temporal_patch_size times), then consecutive frames'
-    # patches laid side by side on the temporal axis: the video processor's (channel, time, row, column) order
-    normed = processor(images=[frame for video in videos for frame in video], do_resize=False, return_tensors="pt")
-    channels, patch = 3, plan.patch
-    patches, grids, at = [], [], 0
-    for video in videos:
-        grid_t, grid_h, grid_w = len(video) // temporal, video.shape[1] // patch, video.shape[2] // patch
-        count = len(video) * grid_h * grid_w
-        own = normed["pixel_values"][at:at + count].view(grid_t, temporal, grid_h * grid_w, channels, temporal, -1)
-        own = own[:, :, :, :, 0].permute(0, 2, 3, 1, 4)  # one frame each; (t, patch, channel, frame, pixels)
-        patches.append(own.reshape(grid_t * grid_h * grid_w, -1))
-        grids.append([grid_t, grid_h, grid_w])
-        at += count
-    return {"pixel_values_videos": torch.cat(patches), "video_grid_thw": torch.tensor(grids),
-            "second_per_grid_ts": seconds}
+    cut = [patches(plan, video) for video in videos]
+    return {"pixel_values_videos": torch.from_numpy(np.concatenate([values for values, _ in cut])),
+            "video_grid_thw": torch.tensor([grid for _, grid in cut]), "second_per_grid_ts": seconds}
