@@ -16,7 +16,8 @@ transformers' AttentionInterface:
 
 Batches that are not padding-free rows (padded eval batches, generation with a cache) go to
 transformers' SDPA / the model's eager function unchanged, with the mask transformers builds, so a
-model loaded with either implementation still chats and predicts.
+model loaded with either implementation still chats and predicts. So does non-causal attention: a
+vision-language model's vision tower gets the same implementation and attends over whole images.
 """
 
 from __future__ import annotations
