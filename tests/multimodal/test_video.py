@@ -169,6 +169,71 @@ def test_ids_and_labels_equal_the_chat_template_with_the_video_expanded(template
     assert out["input_ids"][0].count(video_id) == 2 * height // 14 * width // 14 // 4
 
 
+QWEN3_PROBES = [
+    ([("user", "<video>哪个颜色先出现？"), ("assistant", "red")], None),
+    ([("user", "Look: <video> and say"), ("assistant", "蓝色")], "你是一个看视频的助手。"),
+    ([("user", "你好"), ("assistant", "你好！"), ("user", "<video>And now?"), ("assistant", "green")], None),
+]
+
+
+def qwen3_reference_ids(bound, turns, system, grid, fps, indices) -> list[int]:
+    """The real Qwen3-VL chat template (trl's copy), then Qwen3VLProcessor's own steps: the template's
+    <|vision_start|><|video_pad|><|vision_end|> collapsed to the video token, which replace_video_token writes as
+    every frame pair's "<t seconds>" (from the sampled frames' indices and the video's fps) and tokens."""
+    from transformers import Qwen3VLProcessor
+    from transformers.video_utils import VideoMetadata
+
+    messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    for role, text in turns:
+        parts = [{"type": "video"} if piece == "<video>" else {"type": "text", "text": piece}
+                 for piece in text.replace("<video>", "\0<video>\0").split("\0") if piece]
+        messages.append({"role": role, "content": parts})
+    jinja = (TRL_QWEN_VL.parent / "qwen3_vl.jinja").read_text(encoding="utf-8")
+    text = bound.tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False)
+    fake = SimpleNamespace(video_processor=bound.images.processor, video_token="<|video_pad|>",
+                           vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>")
+    fake._calculate_timestamps = lambda *args: Qwen3VLProcessor._calculate_timestamps(fake, *args)
+    inputs = {"video_grid_thw": torch.tensor([grid]),
+              "video_metadata": [VideoMetadata(total_num_frames=len(indices), fps=fps, frames_indices=indices)]}
+    text = text.replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
+    text = text.replace("<|video_pad|>", Qwen3VLProcessor.replace_video_token(fake, inputs, 0))
+    return bound.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("probe", range(len(QWEN3_PROBES)))
+def test_qwen3_vl_ids_equal_its_processor_with_frame_timestamps(tmp_path, probe):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    bound, data = bound_template("tuneforge/tiny-qwen3-vl")
+    turns, system = QWEN3_PROBES[probe]
+    video = write_clip(tmp_path / "视频.mp4", [square("red", random.Random(probe)).resize((130, 78))] * 5, fps=2)
+    example = Example(messages=[Message(r, t) for r, t in turns], system=system, source="probe", videos=[str(video)])
+    out = batch_encoder(bound, "sft", data)({k: [v] for k, v in example_row(example).items()})
+    size = bound.images.processor.size
+    height, width = smart_resize(78, 130, 32, size["shortest_edge"], size["longest_edge"])  # 16-pixel patches
+    grid = [3, height // 16, width // 16]  # 5 frames at 2 fps, all sampled, padded to 6
+    assert out["input_ids"][0] == qwen3_reference_ids(bound, turns, system, grid, 2.0, [0, 1, 2, 3, 4])
+    assert out["video_thw"][0] == [6, height, width]
+    text = bound.tokenizer.decode(out["input_ids"][0])  # pairs: frames 0-1, 2-3, 4 and its padding copy
+    assert [text.count(f"<{t} seconds><|vision_start|>") for t in ("0.2", "1.2", "2.0")] == [1, 1, 1]
+
+
+def test_qwen3_vl_trains_on_a_timestamped_video_batch(tmp_path):
+    """The tiny Qwen3-VL takes the collated batch (its forward splits the video grid into frame pairs, which
+    must match the timestamped blocks of video tokens) and its language model gets a gradient."""
+    import transformers
+
+    from tuneforge.model import tiny_vl
+
+    bound, data = bound_template("tuneforge/tiny-qwen3-vl")
+    batch = video_batch(bound, data, write_clip(tmp_path / "v.mp4", clip_frames(["red", "blue"], random.Random(2))))
+    assert batch["video_grid_thw"].tolist() == [[2, 4, 4]]  # 4 frames of 64x64: 4x4 patches of 16 pixels
+    model = transformers.Qwen3VLForConditionalGeneration.from_pretrained(tiny_vl.ensure("qwen3_vl"))
+    loss = model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.lm_head.weight.grad.abs().sum() > 0
+
+
 def test_truncation_never_cuts_a_video(template, tmp_path):
     """Videos at both ends of a long prompt: the text between them is cut first; once none is left to cut the
     sample is dropped, never fed with part of a video's tokens. A video alone above cutoff_len is one line."""
@@ -293,14 +358,13 @@ def test_without_pyav_a_video_names_the_extra(clips, tmp_path, monkeypatch):
                           "pip install 'tuneforge[video]'")
 
 
-@pytest.mark.parametrize("model, template_name", [("tuneforge/tiny-qwen3-vl", "qwen3_vl_nothink"),
-                                                  ("tuneforge/tiny-llava", "llava")])
-def test_families_without_videos_refuse_them_in_one_line(clips, model, template_name):
-    cfg, _ = load(base={"model_name_or_path": model, "dataset": "clips", "dataset_dir": str(clips),
+def test_llava_refuses_videos_in_one_line(clips):
+    cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-llava", "dataset": "clips", "dataset_dir": str(clips),
                         "output_dir": "unused", "cutoff_len": 128})
     processor, data = vision_data(cfg.model, cfg.data)
-    with pytest.raises(DataError, match=f"record 0: has videos, but template '{template_name}' .* takes images only; "
-                                        r"videos are supported for Qwen2-VL / Qwen2.5-VL \(template qwen2_vl\)"):
+    with pytest.raises(DataError, match=r"record 0: has videos, but template 'llava' \(LLaVA-1.5\) takes images only; "
+                                        r"videos are supported for Qwen2-VL / Qwen2.5-VL \(template qwen2_vl\) and "
+                                        r"Qwen3-VL \(qwen3_vl, qwen3_vl_nothink\)"):
         build_datasets(data, template_for(data, load_tokenizer(cfg.model), processor), "sft")
 
 
@@ -308,7 +372,7 @@ def test_videos_with_a_text_template_name_the_video_template(clips):
     cfg, _ = load(base={"model_name_or_path": "tuneforge/tiny-qwen2-vl", "dataset": "clips", "template": "qwen",
                         "dataset_dir": str(clips), "output_dir": "unused", "cutoff_len": 128})
     processor, data = vision_data(cfg.model, cfg.data)
-    with pytest.raises(DataError, match="has videos, but template 'qwen' is a text template; use template qwen2_vl"):
+    with pytest.raises(DataError, match="has videos, but template 'qwen' is a text template; use a video template"):
         build_datasets(data, template_for(data, load_tokenizer(cfg.model), processor), "sft")
 
 

@@ -92,7 +92,8 @@ def check_text_only(examples: list[Example], template: BoundTemplate, stage: str
         if facts(stage).data != "supervised":
             why = f"{what} are supported for stage sft, not {stage}"
         elif template.vision is None and example.videos:
-            why = f"template '{template.name}' is a text template; use template qwen2_vl with a Qwen2-VL / Qwen2.5-VL model"
+            why = (f"template '{template.name}' is a text template; use a video template (qwen2_vl, qwen3_vl, "
+                   "qwen3_vl_nothink) with its vision model")
         elif template.vision is None:
             why = (f"template '{template.name}' is a text template; use a vision template (qwen2_vl, qwen3_vl, "
                    "qwen3_vl_nothink, llava) with a vision model")

@@ -40,6 +40,11 @@ class Clip:
     width: int
     tokens: int
     fps: float  # frames sampled per second of video (Qwen2.5-VL's time positions: temporal_patch_size / fps)
+    stamps: tuple[float, ...] = ()  # seconds into the video of each frame pair (Qwen3-VL writes them in the text)
+
+    def frame_tokens(self) -> list[int]:
+        """Video tokens of each frame pair (Qwen3-VL writes each pair between its own markers)."""
+        return [self.tokens // len(self.stamps)] * len(self.stamps)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -59,22 +64,29 @@ def _duration(container: Any, stream: Any) -> float:
 def _pick(decoded: Any, duration: float, settings: VideoSettings) -> list[Any]:
     """The frames showing at `count` evenly spaced moments from the first frame on (count = duration x fps, at
     least 1, at most maxlen); a frame shown at several of those moments is taken once. Frames are turned into
-    PIL images only when picked, so memory holds the sampled frames, never the whole video."""
+    PIL images only when picked, so memory holds the sampled frames, never the whole video; each image's
+    info["time"] is its frame's seconds from the first frame."""
     count = max(1, min(settings.maxlen, math.floor(duration * settings.fps)))
     targets = [k * duration / count for k in range(count)]
     picked: list[Any] = []
     shown, start, at, previous = None, None, 0, None
+
+    def take() -> None:
+        image = shown.to_image()
+        image.info["time"] = shown_at - start
+        picked.append(image)
+
     for index, frame in enumerate(decoded):
         time = frame.time if frame.time is not None else index / settings.fps
         start = time if start is None else start
         while at < count and shown is not None and targets[at] < time - start:
             if previous is not shown:
-                picked.append(shown.to_image())
+                take()
                 previous = shown
             at += 1
-        shown = frame
+        shown, shown_at = frame, time
     if shown is not None and at < count and previous is not shown:
-        picked.append(shown.to_image())
+        take()
     return picked
 
 
@@ -138,10 +150,14 @@ def read_clip(plan: ImagePlan, path: str, where: str) -> Clip:
             if (height, width) != (frame.height, frame.width):
                 frame = frame.resize((width, height), Image.Resampling.BICUBIC)
         sized.append(frame)
-    sized += [sized[-1]] * (-len(sized) % int(plan.processor.temporal_patch_size))
+    temporal = int(plan.processor.temporal_patch_size)
+    times = [frame.info.get("time", i / plan.video.fps) for i, frame in enumerate(frames)]
+    times += times[-1:] * (-len(times) % temporal)
+    sized += [sized[-1]] * (-len(sized) % temporal)
     height, width = steps[-1]
+    stamps = tuple(sum(times[i:i + temporal]) / temporal for i in range(0, len(times), temporal))
     return Clip(b"".join(frame.tobytes() for frame in sized), len(sized), height, width,
-                video_tokens(plan, len(sized), height, width), fps)
+                video_tokens(plan, len(sized), height, width), fps, stamps)
 
 
 def read_clips(plan: ImagePlan, jobs: list[tuple[str, str]]) -> list[Clip]:

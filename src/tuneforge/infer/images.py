@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.config.errors import ConfigError
-from tuneforge.data.encode.multimodal import image_token_id, prompt_with_images, video_token_id
+from tuneforge.data.encode.multimodal import image_token_id, prompt_with_images, stamped, video_token_id
 from tuneforge.data.example import Example, Message
 from tuneforge.data.templates.vision import IMAGE, VIDEO
 
@@ -60,12 +60,13 @@ def image_inputs(template: Any, messages: list[Message], system: str | None, too
 
     videos = [item.path for item in images if isinstance(item, Video)]
     if videos and template.vision.video is None:
-        raise ConfigError(f"videos need a model whose template takes them (Qwen2-VL / Qwen2.5-VL, template qwen2_vl); "
+        raise ConfigError(f"videos need a model whose template takes them (Qwen2-VL / Qwen2.5-VL / Qwen3-VL); "
                           f"template '{template.name}' takes images only")
     pictures = [plan.picture(image, "the prompt's image") for image in images if not isinstance(image, Video)]
     clips = [read_clip(plan, path, "the prompt's video") for path in videos]
     messages = place_images(place_images(messages, len(pictures)), len(clips), VIDEO)
-    text = template.render_text(Example(messages=messages, system=system, tools=tools), for_generation=True)
+    example = Example(messages=messages, system=system, tools=tools, videos=videos)
+    text = template.render_text(stamped(template, [example], clips)[0], for_generation=True)
     ids = torch.tensor([prompt_with_images(template, text, pictures, clips)] * n)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if pictures:

@@ -78,17 +78,48 @@ def check_room(pictures: list[Picture], clips: list[Clip], cutoff_len: int, wher
                             "or lower video_max_pixels, video_maxlen or video_fps", source=where)
 
 
+def video_counts(clips: list[Clip], stamps: bool = False) -> list[int]:
+    """How often each rendered video token is repeated, in order: once per video, or (`stamps`, Qwen3-VL) once
+    per frame pair."""
+    return [n for clip in clips for n in (clip.frame_tokens() if stamps else [clip.tokens])]
+
+
+def stamped(template: Any, examples: list[Any], clips: list[Clip]) -> list[Any]:
+    """The examples as a template with `timestamps` (Qwen3-VL) renders them: each <video> written the way its
+    processor writes it, every frame pair as "<t seconds>" and the video marker (whose one video token is
+    repeated by that pair's tokens); other templates' examples unchanged."""
+    import dataclasses
+
+    from tuneforge.data.example import Message
+    from tuneforge.data.templates.vision import VIDEO
+
+    style = template.vision
+    if not style.timestamps or not clips:
+        return examples
+    pending = iter(clips)
+
+    def written(text: str) -> str:
+        pieces = text.split(VIDEO)
+        return pieces[0] + "".join("".join(f"<{t:.1f} seconds>{style.video}" for t in next(pending).stamps) + rest
+                                   for rest in pieces[1:])
+
+    return [dataclasses.replace(e, messages=[Message(m.role, written(m.content)) for m in e.messages])
+            if e.videos else e for e in examples]
+
+
 def encode_vision(turns: list[TurnIds], pictures: list[Picture], token_id: int, cutoff_len: int, where: str, *,
                   train_on_prompt: bool = False, mask_history: bool = False, protected: set[int] | None = None,
-                  clips: list[Clip] | None = None, video_token_id: int | None = None) -> VisionSample | None:
+                  clips: list[Clip] | None = None, video_token_id: int | None = None,
+                  stamps: bool = False) -> VisionSample | None:
     """-> the sample, or None when nothing trainable fits or the cut would go through a picture or video.
-    `protected`: the tokens a cut must not remove (the image and video tokens, and the markers around them)."""
+    `protected`: the tokens a cut must not remove (the image and video tokens, and the markers around them);
+    `stamps`: the videos were rendered frame pair by frame pair (`stamped`)."""
     clips = clips or []
     check_room(pictures, clips, cutoff_len, where)
     media = [(token_id, [p.tokens for p in pictures])]
     turns = expand_images(turns, token_id, media[0][1], where)
     if video_token_id is not None:
-        media.append((video_token_id, [c.tokens for c in clips]))
+        media.append((video_token_id, video_counts(clips, stamps)))
         turns = expand_images(turns, video_token_id, media[1][1], where, "video")
     protected = (protected or set()) | {tid for tid, _ in media}
     full = sum(len(t.prompt) + len(t.answer) + len(t.suffix) for t in turns)
@@ -131,7 +162,8 @@ def read_media(template: Any, examples: list[Any]) -> tuple[list[Picture], list[
     jobs = [(path, e.source) for e in examples for path in e.videos]
     if jobs and template.vision.video is None:
         raise DataError(f"has videos, but template '{template.name}' ({template.vision.family}) takes images only; "
-                        "videos are supported for Qwen2-VL / Qwen2.5-VL (template qwen2_vl)", source=jobs[0][1])
+                        "videos are supported for Qwen2-VL / Qwen2.5-VL (template qwen2_vl) and Qwen3-VL (qwen3_vl, "
+                        "qwen3_vl_nothink)", source=jobs[0][1])
     pictures = template.images.pictures([(path, e.source) for e in examples for path in e.images])
     return pictures, read_clips(template.images, jobs) if jobs else []
 
@@ -151,6 +183,7 @@ def vision_encoder(template: Any, data: Any) -> Any:
     def encode(batch: dict[str, list]) -> dict[str, list]:
         examples = [Example.from_dict(dict(zip(batch, values))) for values in zip(*batch.values())]
         pictures, clips = read_media(template, examples)
+        examples = stamped(template, examples, clips)
         conversations = tokenize_turns_batch(template.tokenizer, [template.render(e) for e in examples])
         out: dict[str, list] = {key: [] for key in ("input_ids", "labels", "full_len", *MEDIA_COLUMNS)}
         at = seen = 0
@@ -159,7 +192,8 @@ def vision_encoder(template: Any, data: Any) -> Any:
             videos, seen = clips[seen:seen + len(example.videos)], seen + len(example.videos)
             sample = encode_vision(turns, own, token_id, data.cutoff_len, example.source,
                                    train_on_prompt=data.train_on_prompt, mask_history=data.mask_history,
-                                   protected=protected, clips=videos, video_token_id=video_id)
+                                   protected=protected, clips=videos, video_token_id=video_id,
+                                   stamps=template.vision.timestamps)
             if sample is None:
                 continue
             for key, value in (("input_ids", sample.input_ids), ("labels", sample.labels),
@@ -190,7 +224,8 @@ def prompt_with_images(template: Any, text: str, pictures: list[Picture], clips:
     turns = [TurnIds(template.tokenizer(text, add_special_tokens=False)["input_ids"], [], [])]
     turns = expand_images(turns, token_id, [p.tokens for p in pictures], "the prompt")
     if clips:
-        turns = expand_images(turns, video_token_id(template), [c.tokens for c in clips], "the prompt", "video")
+        turns = expand_images(turns, video_token_id(template), video_counts(clips, template.vision.timestamps),
+                              "the prompt", "video")
     return turns[0].prompt
 
 
@@ -240,11 +275,12 @@ def dropped_report(template: Any, data: Any, examples: list[Any], kept: set[str]
     video_id, protected = video_token_id(template), marker_ids(template)
     lines = []
     for example in (e for e in examples if e.source not in kept):
-        turns = tokenize_turns_batch(template.tokenizer, [template.render(example)])[0]
         pictures, clips = read_media(template, [example])
+        turns = tokenize_turns_batch(template.tokenizer, [template.render(stamped(template, [example], clips)[0])])[0]
         turns = expand_images(turns, token_id, [p.tokens for p in pictures], example.source)
         if video_id is not None:
-            turns = expand_images(turns, video_id, [c.tokens for c in clips], example.source, "video")
+            turns = expand_images(turns, video_id, video_counts(clips, template.vision.timestamps), example.source,
+                                  "video")
         text_rule = encode_supervised(turns, data.cutoff_len, train_on_prompt=data.train_on_prompt,
                                       mask_history=data.mask_history,
                                       cut=lambda ids, keep: cut_around(ids, keep, protected))
