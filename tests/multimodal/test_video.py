@@ -263,6 +263,24 @@ def video_batch(bound, data, path: Path) -> dict:
     return vision_collator(bound, padded_collator(bound.tokenizer, "cpu"))([{key: out[key][0] for key in out}])
 
 
+def test_truncation_keeps_qwen3_vl_frame_times_whole(tmp_path):
+    """A cut that would fit between two frame pairs (inside "<t seconds>") slides elsewhere or drops the sample:
+    every kept sample has each frame pair's time text whole, before its <|vision_start|>."""
+    bound, data = bound_template("tuneforge/tiny-qwen3-vl")
+    video = str(write_clip(tmp_path / "v.mp4", [square("red", random.Random(1))] * 6))  # 3 pairs of 4 tokens
+    example = Example(messages=[Message("user", "数一数 " * 12 + "<video>" + "再数 " * 12),
+                                Message("assistant", "red " * 3)], videos=[video], source="long")
+    row = {k: [v] for k, v in example_row(example).items()}
+    full = batch_encoder(bound, "sft", data)(row)["input_ids"][0]
+    stamps = [f"<{t} seconds><|vision_start|>" for t in ("0.2", "1.2", "2.2")]
+    kept = []
+    for cutoff in range(len(full) - 12, len(full)):
+        ids = batch_encoder(bound, "sft", data.model_copy(update={"cutoff_len": cutoff}))(row)["input_ids"]
+        if ids:
+            kept.append(bound.tokenizer.decode(ids[0]))
+    assert kept and all(text.count(stamp) == 1 for text in kept for stamp in stamps)
+
+
 def test_a_batch_has_the_video_inputs_and_token_types(template, tmp_path):
     bound, data = template
     batch = video_batch(bound, data, write_clip(tmp_path / "v.mp4", clip_frames(["red", "blue"], random.Random(2))))

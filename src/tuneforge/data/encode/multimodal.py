@@ -48,15 +48,39 @@ def expand_images(turns: list[TurnIds], token_id: int, counts: list[int], where:
     return [TurnIds(grow(t.prompt), grow(t.answer), grow(t.suffix)) for t in turns]
 
 
-def cut_around(ids: list[int], keep: int, protected: set[int]) -> list[int]:
+@dataclass(frozen=True)
+class Guard:
+    """What a cut must leave whole: the `tokens` (image and video tokens, their markers) and, for Qwen3-VL's
+    timestamped videos, the `lead` tokens before every `lead_token` (a frame pair's "<t seconds>" before its
+    <|vision_start|>; a token or two of text before a video's first pair is kept with it)."""
+
+    tokens: frozenset[int]
+    lead_token: int = -1
+    lead: int = 0
+
+    def mask(self, ids: list[int]) -> list[bool]:
+        marked = [tid in self.tokens for tid in ids]
+        for i, tid in enumerate(ids):
+            if tid == self.lead_token:
+                marked[max(0, i - self.lead):i] = [True] * (i - max(0, i - self.lead))
+        return marked
+
+    def seal(self, ids: list[int]) -> tuple:
+        """What must be the same before and after a cut: the guarded tokens' counts and every lead."""
+        leads = tuple(tuple(ids[max(0, i - self.lead):i]) for i, tid in enumerate(ids) if tid == self.lead_token)
+        return tuple(sorted((tid, ids.count(tid)) for tid in self.tokens)), leads
+
+
+def cut_around(ids: list[int], keep: int, protected: Guard) -> list[int]:
     """`cut_prompt` (the middle of the prompt removed, head and tail kept) with the removed stretch slid to
-    the nearest place that holds no `protected` (image) token; `cut_prompt` itself when there is none."""
+    the nearest place that holds nothing `protected` guards; `cut_prompt` itself when there is none (the sample
+    is then dropped: its seal changed)."""
     if keep >= len(ids):
         return ids
     remove, head = len(ids) - keep, keep // 2
     blocked = [0]
-    for tid in ids:
-        blocked.append(blocked[-1] + (tid in protected))
+    for marked in protected.mask(ids):
+        blocked.append(blocked[-1] + marked)
     # the first token (the conversation's start) and the last (the assistant header's end) always stay
     for start in sorted(range(1, len(ids) - remove), key=lambda s: abs(s - head)):
         if blocked[start + remove] == blocked[start]:
@@ -108,12 +132,12 @@ def stamped(template: Any, examples: list[Any], clips: list[Clip]) -> list[Any]:
 
 
 def encode_vision(turns: list[TurnIds], pictures: list[Picture], token_id: int, cutoff_len: int, where: str, *,
-                  train_on_prompt: bool = False, mask_history: bool = False, protected: set[int] | None = None,
+                  train_on_prompt: bool = False, mask_history: bool = False, protected: Guard | None = None,
                   clips: list[Clip] | None = None, video_token_id: int | None = None,
                   stamps: bool = False) -> VisionSample | None:
     """-> the sample, or None when nothing trainable fits or the cut would go through a picture or video.
-    `protected`: the tokens a cut must not remove (the image and video tokens, and the markers around them);
-    `stamps`: the videos were rendered frame pair by frame pair (`stamped`)."""
+    `protected`: what a cut must not remove (the image and video tokens, the markers around them, Qwen3-VL's
+    frame times); `stamps`: the videos were rendered frame pair by frame pair (`stamped`)."""
     clips = clips or []
     check_room(pictures, clips, cutoff_len, where)
     media = [(token_id, [p.tokens for p in pictures])]
@@ -121,18 +145,19 @@ def encode_vision(turns: list[TurnIds], pictures: list[Picture], token_id: int, 
     if video_token_id is not None:
         media.append((video_token_id, video_counts(clips, stamps)))
         turns = expand_images(turns, video_token_id, media[1][1], where, "video")
-    protected = (protected or set()) | {tid for tid, _ in media}
-    full = sum(len(t.prompt) + len(t.answer) + len(t.suffix) for t in turns)
+    guard = protected or Guard(frozenset())
+    guard = Guard(guard.tokens | {tid for tid, _ in media}, guard.lead_token, guard.lead)
+    whole = [tid for t in turns for piece in (t.prompt, t.answer, t.suffix) for tid in piece]
     encoded = encode_supervised(turns, cutoff_len, train_on_prompt=train_on_prompt, mask_history=mask_history,
-                                cut=lambda ids, keep: cut_around(ids, keep, protected))
+                                cut=lambda ids, keep: cut_around(ids, keep, guard))
     if encoded is None:
         return None
     ids, labels = encoded
-    if any(ids.count(tid) != sum(counts) for tid, counts in media):
+    if any(ids.count(tid) != sum(counts) for tid, counts in media) or guard.seal(ids) != guard.seal(whole):
         return None
     masked = {tid for tid, _ in media}
     labels = [IGNORE_INDEX if tid in masked else label for tid, label in zip(ids, labels)]
-    return VisionSample(ids, labels, full)
+    return VisionSample(ids, labels, len(whole))
 
 
 def image_token_id(tokenizer: Any, token: str) -> int:
@@ -148,10 +173,15 @@ def video_token_id(template: Any) -> int | None:
     return image_token_id(template.tokenizer, style.video_token) if style.video_token else None
 
 
-def marker_ids(template: Any) -> set[int]:
-    """The tokens of the image and video markers (a cut never removes them)."""
-    style = template.vision
-    return set(template.tokenizer(style.image + (style.video or ""), add_special_tokens=False)["input_ids"])
+def marker_ids(template: Any) -> Guard:
+    """What a cut never removes: the tokens of the image and video markers, and Qwen3-VL's frame times (as many
+    tokens before every <|vision_start|> as the longest time takes)."""
+    style, tokenizer = template.vision, template.tokenizer
+    tokens = frozenset(tokenizer(style.image + (style.video or ""), add_special_tokens=False)["input_ids"])
+    if not style.timestamps:
+        return Guard(tokens)
+    lead = len(tokenizer("<99999.9 seconds>", add_special_tokens=False)["input_ids"]) + 1  # +1: a merge with text
+    return Guard(tokens, tokenizer.convert_tokens_to_ids("<|vision_start|>"), lead)
 
 
 def read_media(template: Any, examples: list[Any]) -> tuple[list[Picture], list[Clip]]:
