@@ -266,7 +266,7 @@ def image_report(template: Any, dataset: Any) -> list[str]:
 
     sizes = [(row[i], row[i + 1]) for row in dataset["image_hw"] for i in range(0, len(row), 2)]
     if not sizes:
-        return ["images: none in this data", *video_report(template, dataset)]
+        return video_report(template, dataset) or ["images: none in this data"]
     plan = template.images
     per_sample = [len(row) // 2 for row in dataset["image_hw"]]
     tokens = sorted(plan.tokens_for(h, w) for h, w in sizes)
