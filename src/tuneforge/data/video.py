@@ -61,11 +61,11 @@ def _duration(container: Any, stream: Any) -> float:
     return float(stream.frames / rate) if stream.frames and rate else 0.0
 
 
-def _pick(decoded: Any, duration: float, settings: VideoSettings) -> list[Any]:
+def _pick(decoded: Any, duration: float, settings: VideoSettings, fit: Any = None) -> list[Any]:
     """The frames showing at `count` evenly spaced moments from the first frame on (count = duration x fps, at
     least 1, at most maxlen); a frame shown at several of those moments is taken once. Frames are turned into
-    PIL images only when picked, so memory holds the sampled frames, never the whole video; each image's
-    info["time"] is its frame's seconds from the first frame."""
+    PIL images (resized by `fit`) only when picked, so memory holds the sampled frames at their final size,
+    never the whole video; each image's info["time"] is its frame's seconds from the first frame."""
     count = max(1, min(settings.maxlen, math.floor(duration * settings.fps)))
     targets = [k * duration / count for k in range(count)]
     picked: list[Any] = []
@@ -73,6 +73,7 @@ def _pick(decoded: Any, duration: float, settings: VideoSettings) -> list[Any]:
 
     def take() -> None:
         image = shown.to_image()
+        image = fit(image) if fit is not None else image
         image.info["time"] = shown_at - start
         picked.append(image)
 
@@ -101,9 +102,9 @@ def _decoded(container: Any, stream: Any) -> Any:
         return
 
 
-def sample_frames(path: str, settings: VideoSettings, where: str) -> tuple[list[Any], float]:
-    """(the sampled frames as RGB PIL images, frames sampled per second). A file PyAV cannot open or decode,
-    or one with no frame, is one line naming it and the record; so is PyAV missing."""
+def sample_frames(path: str, settings: VideoSettings, where: str, fit: Any = None) -> tuple[list[Any], float]:
+    """(the sampled frames as RGB PIL images, each resized by `fit` when given; frames sampled per second). A file
+    PyAV cannot open or decode, or one with no frame, is one line naming it and the record; so is PyAV missing."""
     try:
         import av
     except ImportError:
@@ -115,7 +116,7 @@ def sample_frames(path: str, settings: VideoSettings, where: str) -> tuple[list[
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             duration = _duration(container, stream)
-            frames = _pick(_decoded(container, stream), duration, settings)
+            frames = _pick(_decoded(container, stream), duration, settings, fit)
     except FileNotFoundError:
         raise DataError(f"video {path} does not exist", source=where) from None
     except av.error.EOFError:  # the file ends before its first frame (a stream header and nothing in it)
@@ -124,7 +125,8 @@ def sample_frames(path: str, settings: VideoSettings, where: str) -> tuple[list[
         raise DataError(f"cannot read video {path} ({_first_line(exc)})", source=where) from None
     if not frames:
         raise DataError(f"video {path} has no frame that can be decoded", source=where)
-    return [frame.convert("RGB") for frame in frames], (len(frames) / duration if duration else settings.fps)
+    frames = [frame if frame.mode == "RGB" else frame.convert("RGB") for frame in frames]
+    return frames, (len(frames) / duration if duration else settings.fps)
 
 
 def video_tokens(plan: ImagePlan, frames: int, height: int, width: int) -> int:
@@ -139,17 +141,19 @@ def read_clip(plan: ImagePlan, path: str, where: str) -> Clip:
     processor's rule), padded to a multiple of temporal_patch_size with the last frame."""
     from PIL import Image
 
-    frames, fps = sample_frames(path, plan.video, where)
-    limits = (plan.video.min_pixels, plan.video.max_pixels)
-    first = frames[0]
-    steps = (plan.bounded(first.height, first.width, limits),
-             plan.size_for(first.height, first.width, f"{where} ({path})", limits))
-    sized = []
-    for frame in frames:
+    limits, steps = (plan.video.min_pixels, plan.video.max_pixels), []
+
+    def fit(frame: Any) -> Any:  # the sizes come from the first frame sampled
+        if not steps:
+            steps.extend([plan.bounded(frame.height, frame.width, limits),
+                          plan.size_for(frame.height, frame.width, f"{where} ({path})", limits)])
         for height, width in steps:
             if (height, width) != (frame.height, frame.width):
                 frame = frame.resize((width, height), Image.Resampling.BICUBIC)
-        sized.append(frame)
+        return frame
+
+    frames, fps = sample_frames(path, plan.video, where, fit)
+    sized = list(frames)
     temporal = int(plan.processor.temporal_patch_size)
     times = [frame.info.get("time", i / plan.video.fps) for i, frame in enumerate(frames)]
     times += times[-1:] * (-len(times) % temporal)
