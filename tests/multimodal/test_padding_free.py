@@ -13,24 +13,10 @@ from types import SimpleNamespace
 import pytest
 from vl import QUESTION, clip_frames, square, train_vl, write_clip, write_squares
 
-TINY = {"qwen2_vl": "tuneforge/tiny-qwen2-vl", "qwen3_vl": "tuneforge/tiny-qwen3-vl", "llava": "tuneforge/tiny-llava"}
-# Qwen2.5-VL (windowed vision attention, its own get_rope_index) has no tuneforge/tiny-* name: built here the way
-# model/tiny_vl.py builds the others
-QWEN25 = ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", {},
-          dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
-               temporal_patch_size=2, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1]),
-          dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14), "You are a helpful assistant.")
+TINY = {"qwen2_vl": "tuneforge/tiny-qwen2-vl", "qwen2_5_vl": "tuneforge/tiny-qwen2.5-vl",
+        "qwen3_vl": "tuneforge/tiny-qwen3-vl", "llava": "tuneforge/tiny-llava"}
 VIDEO_FAMILIES = {"qwen2_vl", "qwen2_5_vl"}  # a fourth sample with a video (Qwen2.5-VL: its seconds per grid)
 SIZES = [(56, 56), (77, 131), (200, 90)]  # the second sample's picture; the third's two (one scaled down)
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen25(tmp_path_factory) -> Path:
-    from tuneforge.model import tiny_vl
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(tiny_vl.ARCHS, "qwen2_5_vl", QWEN25)
-        return tiny_vl.build(tmp_path_factory.mktemp("tiny") / "qwen2_5_vl", "qwen2_5_vl")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +42,7 @@ def family(request, pictures):
     from tuneforge.model.load import load_tokenizer
     from tuneforge.model.vision import vision_data
 
-    model = str(request.getfixturevalue("tiny_qwen25")) if request.param == "qwen2_5_vl" else TINY[request.param]
+    model = TINY[request.param]
     cfg, _ = load(base={"model_name_or_path": model, "output_dir": "unused", "cutoff_len": 4096})
     processor, data = vision_data(cfg.model, cfg.data)
     template = template_for(data, load_tokenizer(cfg.model), processor)

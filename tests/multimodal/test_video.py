@@ -292,28 +292,19 @@ def test_a_batch_has_the_video_inputs_and_token_types(template, tmp_path):
 
 
 def test_qwen2_5_vl_trains_on_the_batch_with_its_time_positions(template, tmp_path):
-    """A tiny random Qwen2.5-VL (built here from its config classes, the tiny Qwen2-VL's tokenizer) takes the
-    collated batch and its gradient flows; second_per_grid_ts (2 frames / 2 fps = 1 s per temporal patch) spaces
+    """The tiny Qwen2.5-VL (`tuneforge/tiny-qwen2.5-vl`: the tiny Qwen2-VL's tokenizer and vision tokens) takes
+    the collated batch and its gradient flows; second_per_grid_ts (2 frames / 2 fps = 1 s per temporal patch) spaces
     its temporal positions by tokens_per_second; generation passes it to Qwen2.5-VL, whose forward names it, and
     not to Qwen2-VL."""
     import transformers
 
     from tuneforge.infer.images import model_takes
-    from tuneforge.model.tiny_vl import TEXT, VISION_TOKENS
+    from tuneforge.model import tiny_vl
 
     bound, data = template
-    tokenizer = bound.tokenizer
-    ids = dict(zip(("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"),
-                   tokenizer.convert_tokens_to_ids(VISION_TOKENS)))
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=4, window_size=56,
-                  fullatt_block_indexes=[1])
-    config = transformers.Qwen2_5_VLConfig(text_config={**TEXT, "vocab_size": len(tokenizer), "bos_token_id": None,
-                                                        "eos_token_id": tokenizer.eos_token_id,
-                                                        "pad_token_id": tokenizer.pad_token_id},
-                                           vision_config=vision, **ids)
-    torch.manual_seed(0)
-    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vl.ensure("qwen2_5_vl"))
+    assert bound.tokenizer.get_vocab() == transformers.AutoTokenizer.from_pretrained(
+        tiny_vl.ensure("qwen2_5_vl")).get_vocab()
     batch = video_batch(bound, data, write_clip(tmp_path / "v.mp4", clip_frames(["red", "blue"], random.Random(2))))
     loss = model(**batch).loss
     loss.backward()

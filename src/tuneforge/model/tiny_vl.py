@@ -5,7 +5,8 @@ The tiny model's tokenizer with Qwen-VL's vision tokens added, a random-init mod
 classes (text: hidden 64, 2 layers; vision: depth 2, merge 2), and a PIL image processor
 (`Qwen2VLImageProcessorPil`, which needs no torchvision; Qwen3-VL uses the same class with 16-pixel patches)
 saved beside them, so `from_pretrained` on the folder loads everything as it would a real checkpoint.
-`model_name_or_path: tuneforge/tiny-qwen2-vl` (or `tuneforge/tiny-qwen3-vl`) resolves to this folder.
+`model_name_or_path: tuneforge/tiny-qwen2-vl` (or `tuneforge/tiny-qwen2.5-vl`, `tuneforge/tiny-qwen3-vl`,
+`tuneforge/tiny-llava`) resolves to this folder.
 
 Qwen2-VL: a 56x56 image is 16 patches of 14 pixels, merged 2x2 into 4 image tokens; images are kept between
 56x56 and 112x112 pixels (4 to 16 image tokens), so a test image costs a handful of tokens.
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 TINY_VL_NAME = "tuneforge/tiny-qwen2-vl"
-TINY_VL_NAMES = {TINY_VL_NAME: "qwen2_vl", "tuneforge/tiny-qwen3-vl": "qwen3_vl", "tuneforge/tiny-llava": "llava"}
+TINY_VL_NAMES = {TINY_VL_NAME: "qwen2_vl", "tuneforge/tiny-qwen2.5-vl": "qwen2_5_vl", "tuneforge/tiny-qwen3-vl": "qwen3_vl",
+                 "tuneforge/tiny-llava": "llava"}
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 LLAVA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
                 "detailed, and polite answers to the user's questions.")
@@ -69,6 +71,13 @@ ARCHS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any],
                  dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
                       temporal_patch_size=2),
                  dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14), "You are a helpful assistant."),
+    # Qwen2.5-VL: windowed vision attention (one full-attention block), its own get_rope_index with
+    # second_per_grid_ts x tokens_per_second spacing a video's temporal positions
+    "qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", {},
+                   dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                        temporal_patch_size=2, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1],
+                        tokens_per_second=4),
+                   dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14), "You are a helpful assistant."),
     "qwen3_vl": ("Qwen3VLConfig", "Qwen3VLForConditionalGeneration", dict(head_dim=16),
                  dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
                       temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64,
