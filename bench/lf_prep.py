@@ -71,7 +71,8 @@ def token_counts(dataset) -> dict:
     lengths, flat = pc.list_value_length(ids), pc.list_flatten(labels)
     return {"samples": len(dataset), "input_tokens": int(pc.sum(lengths).as_py() or 0),
             "label_tokens": int(pc.sum(pc.not_equal(flat, -100)).as_py() or 0),
-            "at_cutoff": int(pc.sum(pc.greater_equal(lengths, CUTOFF)).as_py() or 0)}
+            "at_cutoff": int(pc.sum(pc.greater_equal(lengths, CUTOFF)).as_py() or 0),
+            "columns": {name: str(table.schema.field(name).type) for name in table.column_names}}
 
 
 def _cpu() -> float:
@@ -106,9 +107,11 @@ def _lf_child(data: str, model: str, workers: str, work: str) -> None:
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     records = sum(1 for _ in open(data, "rb"))  # noqa: SIM115 - counted before the clock starts
     save = DatasetDict.save_to_disk
-    saved = {"s": 0.0}
+    saved = {"s": 0.0, "maxrss_before_save_mib": 0.0}
 
     def timed_save(self, *args, **kwargs):  # the save alone, to set beside the total (ours writes none)
+        # the save reads every page of the memory-mapped cache files, which then count in the RSS
+        saved["maxrss_before_save_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.time()
         save(self, *args, **kwargs)
         saved["s"] += time.time() - start
@@ -119,6 +122,7 @@ def _lf_child(data: str, model: str, workers: str, work: str) -> None:
     wall, used = time.time() - wall0, _cpu() - cpu0
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"records": records, "wall_s": wall, "cpu_s": used, "save_s": saved["s"],
+                                  "maxrss_before_save_mib": saved["maxrss_before_save_mib"],
                                   "maxrss_mib": maxrss, **token_counts(module["train_dataset"])}), flush=True)
 
 
@@ -176,10 +180,12 @@ def measure_lf(data: Path, workers: int, lf_python: Path, project_python: Path) 
     print(f"PREP records {n:,} samples {result['samples']:,} workers {workers}: wall {wall:.1f} s "
           f"({n / wall:,.0f} records/s; of it save_to_disk {result['save_s']:.1f} s), CPU {cpu:.1f} s "
           f"({n / cpu:,.0f} records per CPU second), peak RSS main {sampler.main_peak / 2**30:.2f} GiB "
-          f"(ru_maxrss {result['maxrss_mib'] / 1024:.2f} GiB), process tree {sampler.tree_peak / 2**30:.2f} GiB; "
+          f"(ru_maxrss {result['maxrss_mib'] / 1024:.2f} GiB; before save_to_disk "
+          f"{result['maxrss_before_save_mib'] / 1024:.2f} GiB), process tree {sampler.tree_peak / 2**30:.2f} GiB; "
           f"child process {child_wall:.1f} s in all")
     print(f"SAMPLES {result['samples']:,} input tokens {result['input_tokens']:,} "
-          f"trained tokens {result['label_tokens']:,} (at cutoff_len {result['at_cutoff']:,})")
+          f"trained tokens {result['label_tokens']:,} (at cutoff_len {result['at_cutoff']:,}); "
+          f"columns {result['columns']}")
 
 
 def measure_ours(data: Path, project_python: Path) -> None:
@@ -191,7 +197,7 @@ def measure_ours(data: Path, project_python: Path) -> None:
         shutil.rmtree(cache, ignore_errors=True)
     print(f"OURS SAMPLES {result['samples']:,} input tokens {result['input_tokens']:,} "
           f"trained tokens {result['label_tokens']:,} (at cutoff_len {result['at_cutoff']:,}; "
-          f"dropped {result['dropped']:,})")
+          f"dropped {result['dropped']:,}); columns {result['columns']}")
 
 
 def main() -> None:
