@@ -229,7 +229,9 @@ def start(data: Path, packing: bool) -> None:
         print(f"START packing {packed}: first run (fills the cache) {first['first_step_s']:.1f} s to the first step "
               f"(data step {first['data_s']:.1f} s); cached run {second['first_step_s']:.2f} s from process start "
               f"to the first step (imports {second['imports_s']:.2f} s, data step {second['data_s']:.2f} s, "
-              f"packing {second.get('pack_s', 0):.2f} s), peak RSS {sampler.main_peak / 2**30:.2f} GiB", flush=True)
+              f"packing {second.get('pack_s', 0):.2f} s; run chain: config {second['config_s']:.2f} s, launcher check {second['launched_s']:.2f} s, setup {second['setup_s']:.2f} s, prepare "
+              f"{second['prepare_s']:.2f} s, model build {second['build_s']:.2f} s, then the Trainer to its first step), "
+              f"peak RSS {sampler.main_peak / 2**30:.2f} GiB", flush=True)
     import shutil
 
     shutil.rmtree(cache, ignore_errors=True)
@@ -260,6 +262,7 @@ def _start_child(config: str) -> None:
     import transformers
 
     imports = time.time() - _process_start()
+    import tuneforge.cli.train as train_module
     import tuneforge.data.dataset as dataset_module
     from tuneforge.cli.train import run_train
 
@@ -268,6 +271,13 @@ def _start_child(config: str) -> None:
 
     _time_calls(dataset_module, "build_datasets", "data_s", timings)
     _time_calls(packing_module, "pack_dataset", "pack_s", timings)
+    # the run chain's steps (cli/train.py): setup imports the stages (transformers' Trainer, trl, peft),
+    # prepare holds the data step, build loads the model
+    for step in ("launched", "setup", "prepare", "build"):
+        _time_calls(train_module, step, f"{step}_s", timings)
+    import tuneforge.cli.config as config_module
+
+    _time_calls(config_module, "load_config", "config_s", timings)
 
     def first_step(self, *args, **kwargs):
         timings["first_step_s"] = time.time() - _process_start()
