@@ -3,7 +3,7 @@
     python bench/big_data.py gen --records 1000000 --out /tmp/big/alpaca_1m.jsonl
     python bench/big_data.py prep --data /tmp/big/alpaca_1m.jsonl [--workers 2]
     python bench/big_data.py start --data /tmp/big/alpaca_1m.jsonl [--packing]
-    python bench/big_data.py stream --data /tmp/big/alpaca_1m.jsonl [--steps 300]
+    python bench/big_data.py stream --data /tmp/big/alpaca_1m.jsonl [--steps 300] [--batch 4] [--buffer N]
     python bench/big_data.py floor --data /tmp/big/alpaca_1m.jsonl [--records 20000]
 
 Which tuneforge is measured is the one PYTHONPATH selects: put another checkout's `src` first to
@@ -288,16 +288,17 @@ def _start_child(config: str) -> None:
     run_train(Path(config), [])
 
 
-def stream(data: Path, steps: int) -> None:
+def stream(data: Path, steps: int, batch: int, buffer: int | None) -> None:
     cache = tempfile.mkdtemp(prefix="big-data-cache-")
     folder = Path(tempfile.mkdtemp(prefix="big-data-stream-"))
     _tiny_model(cache)
-    config = _train_config(folder, data, streaming=True, max_steps=steps)
+    config = _train_config(folder, data, streaming=True, max_steps=steps, per_device_train_batch_size=batch,
+                           **({"buffer_size": buffer} if buffer else {}))
     result, sampler, wall = _child(["_stream", str(config)], _env(cache))
     print(f"REV {_revision()}")
     marks = ", ".join(f"step {step} {rss / 2**30:.3f} GiB" for step, rss in result["rss"])
-    print(f"STREAM {steps} steps x batch {TRAIN['per_device_train_batch_size']} in {wall:.0f} s "
-          f"({steps * TRAIN['per_device_train_batch_size'] / result['train_s']:.1f} samples/s): first step after "
+    print(f"STREAM {steps} steps x batch {batch} (shuffle buffer {buffer or 'default'}) in {wall:.0f} s "
+          f"({steps * batch / result['train_s']:.1f} samples/s): first step after "
           f"{result['first_step_s']:.1f} s; RSS {marks}; peak {sampler.main_peak / 2**30:.3f} GiB")
     import shutil
 
@@ -347,6 +348,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--packing", action="store_true")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=TRAIN["per_device_train_batch_size"], help="stream: batch size")
+    parser.add_argument("--buffer", type=int, help="stream: buffer_size (records in the shuffle buffer)")
     args = parser.parse_args()
     if args.mode == "gen":
         generate(args.records or 1_000_000, args.out)
@@ -357,7 +360,7 @@ def main() -> None:
     elif args.mode == "start":
         start(args.data, args.packing)
     else:
-        stream(args.data, args.steps)
+        stream(args.data, args.steps, args.batch, args.buffer)
 
 
 if __name__ == "__main__":
