@@ -154,3 +154,12 @@ def test_the_checks_can_fail():
     assert "tuneforge.config.schema" in graph["tuneforge.config.load"]
     assert "tuneforge.stages.sft" in graph["tuneforge.stages.registry"]
     assert any(len(imports(tree)) > 3 for tree in modules().values())
+
+
+def test_test_modules_have_unique_names():
+    """The test folders are not packages, so pytest imports each test file by its bare name: two files with one
+    name in different folders stop the whole suite at collection ("import file mismatch")."""
+    from collections import Counter
+
+    names = Counter(path.name for path in (SRC.parent / "tests").rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []

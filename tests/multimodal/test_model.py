@@ -62,7 +62,7 @@ def test_freezing_everything_is_refused():
 @pytest.mark.parametrize("keys, batching", [({}, "padding-free"), ({"packing": True}, "packed rows"),
                                             ({"neat_packing": True}, "packed rows"), ({"padding_free": False}, "padded")])
 def test_vision_batches_are_padding_free_unless_asked(keys, batching):
-    """As for text models (tests/multimodal/test_padding_free.py proves the rows equal padded batches)."""
+    """As for text models (tests/multimodal/test_vision_rows.py proves the rows equal padded batches)."""
     from tuneforge.model.kernels import plan
     from tuneforge.model.load import load_model_config
 
