@@ -152,7 +152,7 @@ def test_the_checks_can_fail():
     """The walkers see real imports and real functions (a broken walker would pass everything)."""
     graph = edges()
     assert "tuneforge.config.schema" in graph["tuneforge.config.load"]
-    assert "tuneforge.stages.sft" in graph["tuneforge.stages.registry"]
+    assert "tuneforge.stages.run" in graph["tuneforge.stages.sft"]
     assert any(len(imports(tree)) > 3 for tree in modules().values())
 
 

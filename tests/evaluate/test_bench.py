@@ -254,6 +254,7 @@ def bad_runs(tmp_path_factory):
         cfg = write_yaml(root / "eval.yaml", **{k: v for k, v in keys.items() if v is not None})
         return run_cli("eval", str(cfg), cwd=root, timeout=120), root
 
+    tmp_path_factory.getbasetemp()  # made once here: threads making it at once race
     with ThreadPoolExecutor(3) as pool:
         return dict(zip(BAD_CASES, pool.map(run, BAD_CASES)))
 

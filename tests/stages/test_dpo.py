@@ -234,6 +234,7 @@ def bad_runs(tmp_path_factory):
                          max_steps=1, report_to="none")
         return run_cli("train", str(cfg), cwd=root, timeout=300), root
 
+    tmp_path_factory.getbasetemp()  # made once here: threads making it at once race (a file run on its own failed)
     with ThreadPoolExecutor(len(BAD)) as pool:
         return dict(zip(BAD, pool.map(run, BAD)))
 

@@ -1,7 +1,7 @@
 """Training stages: one module per stage (sft, pt, rm, dpo, kto, ppo, grpo, rloo).
 
 Each module ends with `STAGE`, an object satisfying `Stage`; `stages/registry.py` lists them all
-(the only place a stage name is looked up). `tuneforge train` (cli/train.py) calls, in order:
+(the only place a stage name is looked up) and imports a stage's module when it is asked for. `tuneforge train` (cli/train.py) calls, in order:
 `check(cfg)` before anything loads, `build_model(...)` once data is ready, then `run(ctx)`.
 """
 
