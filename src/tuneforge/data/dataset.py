@@ -73,26 +73,23 @@ def media_stamps(rows: Any) -> dict[str, list[int]]:
             continue
         for paths in rows.select_columns([column]).iter(batch_size=BATCH):
             for path in (p for row in paths[column] for p in row or [] if p not in stamps):
-                try:
-                    stat = os.stat(path)
-                except OSError:
-                    continue
-                stamps[path] = [stat.st_size, stat.st_mtime_ns]
+                if (stamp := _stamp(path)) is not None:
+                    stamps[path] = stamp
     return stamps
+
+
+def _stamp(path: str) -> list[int] | None:
+    """[size, mtime in ns] of a file, None when it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def changed_media(stamps: dict[str, list[int]]) -> list[str]:
     """The files of `media_stamps` whose size or mtime is no longer the recorded one (or that are gone)."""
-    changed = []
-    for path, (size, mtime) in stamps.items():
-        try:
-            stat = os.stat(path)
-        except OSError:
-            changed.append(path)
-            continue
-        if stat.st_size != size or stat.st_mtime_ns != mtime:
-            changed.append(path)
-    return changed
+    return [path for path, stamp in stamps.items() if _stamp(path) != stamp]
 
 
 def _cache_key(names: list[str], template: BoundTemplate, stage: str, data: DataConfig, seed: int) -> str:
